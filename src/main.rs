@@ -1,0 +1,50 @@
+//! The `dcos-token-proxy` binary: parse flags, load settings, start logging, find the
+//! DC/OS config, serve until SIGINT/SIGTERM. Errors print as one line, never a panic or
+//! a backtrace; the exit code is 0 after a clean shutdown, 1 on any error, 2 on bad
+//! usage (clap).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use dcos_token_proxy::cli::Cli;
+use dcos_token_proxy::dcos::config;
+use dcos_token_proxy::env::Env;
+use dcos_token_proxy::settings::{FileSettings, Settings};
+use dcos_token_proxy::{Proxy, logging, server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dcos-token-proxy: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let env = Env::from_process();
+    let file = match &cli.config {
+        Some(path) => FileSettings::load(path)?,
+        None => FileSettings::default(),
+    };
+    let settings = Settings::resolve(&cli, &file, &env)?;
+    logging::init(settings.log_format, &settings.log_filter)?;
+    let cluster = config::discover(&settings.discover, &env)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let proxy = Proxy::bind(&settings, &cluster).await?;
+        println!(
+            "dcos-token-proxy listening on http://{}",
+            proxy.local_addr()
+        );
+        proxy.serve(server::shutdown_signal()).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,136 @@
+//! The response body handed to hyper: the master's streamed body (or a short local
+//! answer), counted as it passes, with the request's access-log line written when it
+//! ends, fails, or is dropped because the client went away.
+//!
+//! Frames are passed on the moment they arrive; nothing is buffered, so an SSE event or
+//! RecordIO record reaches the client as soon as the master sends it.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+/// The error type of [`ResponseBody`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the access-log line says about a request.
+#[derive(Debug)]
+pub struct AccessLog {
+    /// Request method.
+    pub method: Method,
+    /// Request path, without the query (which may hold secrets).
+    pub path: String,
+    /// Response status.
+    pub status: StatusCode,
+    /// When the request arrived.
+    pub started: Instant,
+    /// Time until the response headers were ready.
+    pub latency: Duration,
+}
+
+impl AccessLog {
+    fn emit(&self, bytes: u64, outcome: &'static str) {
+        tracing::info!(
+            target: "dcos_token_proxy::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status.as_u16(),
+            latency_ms = millis(self.latency),
+            duration_ms = millis(self.started.elapsed()),
+            bytes,
+            outcome,
+            "request"
+        );
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+}
+
+/// A streamed response body that logs the request once it is over.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Either<Incoming, Full<Bytes>>,
+    bytes: u64,
+    log: Option<AccessLog>,
+}
+
+impl ResponseBody {
+    /// Stream the master's body.
+    pub fn upstream(body: Incoming, log: AccessLog) -> Self {
+        Self::new(Either::Left(body), log)
+    }
+
+    /// A short local body (errors, refusals, 101s).
+    pub fn local(bytes: Bytes, log: AccessLog) -> Self {
+        Self::new(Either::Right(Full::new(bytes)), log)
+    }
+
+    fn new(inner: Either<Incoming, Full<Bytes>>, log: AccessLog) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            log: Some(log),
+        }
+    }
+
+    fn finish(&mut self, outcome: &'static str) {
+        if let Some(log) = self.log.take() {
+            log.emit(self.bytes, outcome);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::debug!(error = %e, "response body from the master failed mid-stream");
+                this.finish("upstream_error");
+            }
+            Poll::Ready(None) => this.finish("complete"),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Still unlogged: the client went away before the body ended (or the body
+        // was never polled, as for HEAD, 204 and 304).
+        let outcome = if self.inner.is_end_stream() {
+            "complete"
+        } else {
+            "client_closed"
+        };
+        self.finish(outcome);
+    }
+}

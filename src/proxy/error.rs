@@ -1,0 +1,180 @@
+//! Proxy errors and the short, actionable responses they become.
+//!
+//! Classified by where they came from, as pingora does: the master unreachable, a TLS
+//! failure or a reset is **502**; no response headers in time is **504**; a request the
+//! proxy cannot forward is **400**. The body is one line of plain text naming the
+//! upstream URL, the cause and, where there is one, the fix.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use rustls::CertificateError;
+
+/// A request the proxy could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The master could not be reached or broke the exchange.
+    #[error("cannot reach the DC/OS master at {url}: {cause}")]
+    BadGateway {
+        /// The upstream URL.
+        url: String,
+        /// What went wrong, with the fix where known.
+        cause: String,
+    },
+    /// The master sent no response headers in time.
+    #[error(
+        "the DC/OS master at {url} sent no response within {}s \
+         (upstream.response_timeout); is it overloaded?",
+        .after.as_secs_f64()
+    )]
+    GatewayTimeout {
+        /// The upstream URL.
+        url: String,
+        /// The timeout that ran out.
+        after: Duration,
+    },
+    /// The request target could not be mapped onto the master.
+    #[error("cannot forward this request target: {0}")]
+    BadRequest(String),
+}
+
+impl ProxyError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A 502 for a failed upstream exchange, with the cause worked out from `err`.
+    pub fn upstream(url: &str, err: &(dyn StdError + 'static)) -> Self {
+        Self::BadGateway {
+            url: url.to_owned(),
+            cause: describe(err),
+        }
+    }
+
+    /// The response sent to the client.
+    pub fn to_response(&self) -> Response<Bytes> {
+        let mut resp = Response::new(Bytes::from(format!("dcos-token-proxy: {self}\n")));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+/// A short cause for an upstream failure, found by walking the error chain (through
+/// `io::Error` wrappers, which hide their inner error from `source()`).
+pub fn describe(err: &(dyn StdError + 'static)) -> String {
+    let mut next: Option<&(dyn StdError + 'static)> = Some(err);
+    let mut innermost = err.to_string();
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return describe_tls(tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionRefused => {
+                    return "connection refused: is the master up, and is core.dcos_url right?"
+                        .into();
+                }
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                    return "the connection was reset by the master".into();
+                }
+                TimedOut => return "connection timed out (upstream.connect_timeout)".into(),
+                _ => {}
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return "the master closed the connection before answering".into();
+            }
+            if h.is_parse() {
+                return "the master sent a malformed HTTP response".into();
+            }
+        }
+        innermost = e.to_string();
+        next = inner(e);
+    }
+    if innermost.contains("dns error") || innermost.contains("failed to lookup address") {
+        return format!("cannot resolve the master's host name ({innermost})");
+    }
+    innermost
+}
+
+/// The next error in the chain. `io::Error::source` skips the error it wraps, so an
+/// `io::Error` (hyper-rustls wraps tokio-rustls' `io::Error` in another) is opened with
+/// `get_ref` instead.
+fn inner<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    match e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        Some(wrapped) => Some(wrapped as &(dyn StdError + 'static)),
+        None => e.source(),
+    }
+}
+
+fn describe_tls(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                "certificate not trusted: set core.ssl_verify to the cluster CA (dcos_ca.crt)"
+                    .into()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "certificate does not match the master's host name: use the host name the \
+                 certificate was issued for in core.dcos_url"
+                    .into()
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the master's certificate has expired".into()
+            }
+            other => format!("invalid certificate ({other:?})"),
+        },
+        other => format!("TLS handshake failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_causes_say_what_to_do() {
+        let e = std::io::Error::other(std::io::Error::other(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        )));
+        assert_eq!(
+            describe(&e),
+            "certificate not trusted: set core.ssl_verify to the cluster CA (dcos_ca.crt)"
+        );
+        let e = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        assert!(describe(&e).contains("host name"));
+    }
+
+    #[test]
+    fn io_causes() {
+        let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(describe(&e).starts_with("connection refused"));
+    }
+
+    #[test]
+    fn responses_carry_status_and_url() {
+        let e = ProxyError::GatewayTimeout {
+            url: "https://m.example".into(),
+            after: Duration::from_millis(1500),
+        };
+        assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(e.to_string().contains("https://m.example"));
+        assert!(e.to_string().contains("1.5s"));
+    }
+}

@@ -1,0 +1,394 @@
+//! Header rules for one hop: hop-by-hop removal, the `Authorization` policy and the
+//! `Location` rewrite.
+//!
+//! Everything here works on header maps already parsed by hyper, allocates only when a
+//! header actually has to change, and never logs a header value.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+
+use crate::dcos::token::TOKEN_PREFIX;
+use crate::settings::ClientAuth;
+
+/// Hop-by-hop fields that are never forwarded (RFC 9110 §7.6.1, plus the historical
+/// `Keep-Alive` and `Proxy-Connection` it names, and RFC 9110 §11.7's proxy credentials,
+/// which are meant for this proxy only).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Remove the hop-by-hop fields from `headers`.
+///
+/// RFC 9110 §7.6.1: "a proxy or gateway MUST parse a received Connection header field
+/// before a message is forwarded and, for each connection-option in this field, remove
+/// any header or trailer field(s) from the message with the same name as the
+/// connection-option, and then remove the Connection header field itself". The fixed
+/// list in [`HOP_BY_HOP`] goes too, whether or not `Connection` names it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The `Upgrade` value of a request that asks to switch protocols (RFC 9110 §7.8): an
+/// `Upgrade` field and the `upgrade` option in `Connection`. `None` for anything else.
+pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|opt| opt.trim().eq_ignore_ascii_case("upgrade"));
+    asked.then(|| upgrade.clone())
+}
+
+/// Put back the two fields a protocol switch needs after [`strip_hop_by_hop`]: the one
+/// exception to hop-by-hop removal is while tunnelling an upgrade.
+pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
+    headers.insert(header::UPGRADE, upgrade);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
+/// Apply the `Authorization` policy to a request's headers.
+///
+/// `own` is the proxy's ready-made `token=<jwt>` value, if logged in. With
+/// [`ClientAuth::Keep`]:
+/// - no header: inject `own`;
+/// - `Bearer X` (scheme case-insensitive, RFC 9110 §11.1): rewrite to `token=X`, the one
+///   form every DC/OS version's Admin Router accepts;
+/// - `token=X`: unchanged;
+/// - any other scheme: replaced by `own` (or removed when not logged in).
+///
+/// With [`ClientAuth::Replace`], `own` always wins; when not logged in the `Keep` rules
+/// apply, so a client's own token still works.
+pub fn apply_authorization(headers: &mut HeaderMap, policy: ClientAuth, own: Option<&HeaderValue>) {
+    if let (ClientAuth::Replace, Some(own)) = (policy, own) {
+        headers.insert(header::AUTHORIZATION, own.clone());
+        return;
+    }
+    let rewritten = match headers.get(header::AUTHORIZATION) {
+        None => own.cloned(),
+        Some(v) => match classify(v.as_bytes()) {
+            Presented::TokenForm => return,
+            Presented::Bearer(jwt) => {
+                let mut value = Vec::with_capacity(TOKEN_PREFIX.len() + jwt.len());
+                value.extend_from_slice(TOKEN_PREFIX.as_bytes());
+                value.extend_from_slice(jwt);
+                // Bytes of a header value minus its prefix are always a valid value.
+                HeaderValue::from_bytes(&value).ok().map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                })
+            }
+            Presented::Other => own.cloned(),
+        },
+    };
+    match rewritten {
+        Some(v) => {
+            headers.insert(header::AUTHORIZATION, v);
+        }
+        None => {
+            headers.remove(header::AUTHORIZATION);
+        }
+    }
+}
+
+/// What a client's `Authorization` header holds.
+enum Presented<'a> {
+    /// Already `token=…`.
+    TokenForm,
+    /// `Bearer <credentials>`, credentials trimmed and non-empty.
+    Bearer(&'a [u8]),
+    /// Anything else: another scheme, an empty `Bearer`, garbage.
+    Other,
+}
+
+fn classify(value: &[u8]) -> Presented<'_> {
+    if value.starts_with(TOKEN_PREFIX.as_bytes()) && value.len() > TOKEN_PREFIX.len() {
+        return Presented::TokenForm;
+    }
+    const BEARER: &[u8] = b"bearer ";
+    if value.len() > BEARER.len() && value[..BEARER.len()].eq_ignore_ascii_case(BEARER) {
+        let cred = value[BEARER.len()..].trim_ascii();
+        if !cred.is_empty() {
+            return Presented::Bearer(cred);
+        }
+    }
+    Presented::Other
+}
+
+/// The master's address, precomputed once per cluster snapshot, for rewriting
+/// `Location` headers that point at it.
+#[derive(Debug, Clone)]
+pub struct MasterOrigin {
+    scheme: Scheme,
+    host: String,
+    port: u16,
+    /// Path prefix of `dcos_url`, without a trailing slash (often empty).
+    prefix: String,
+}
+
+impl MasterOrigin {
+    /// Describe the master at `scheme://authority<prefix>`.
+    pub fn new(scheme: Scheme, authority: &Authority, prefix: &str) -> Self {
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        Self {
+            port: authority.port_u16().unwrap_or(default_port),
+            host: authority.host().to_ascii_lowercase(),
+            scheme,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// Rewrite a `Location` value that points at the master so that it points at the
+    /// proxy as the client addressed it (`client_host`, the request's `Host`), keeping
+    /// path and query. Marathon's non-leader redirect of `/v2/events` is the case that
+    /// matters. Other locations (other hosts, unparsable values) come back as `None`:
+    /// leave them alone. RFC 9110 §10.2.2.
+    pub fn rewrite_location(
+        &self,
+        location: &HeaderValue,
+        client_host: &str,
+    ) -> Option<HeaderValue> {
+        let text = location.to_str().ok()?;
+        let rest = if text.starts_with('/') && !text.starts_with("//") {
+            // An absolute path on the master: only its prefix needs to go.
+            if self.prefix.is_empty() {
+                return None;
+            }
+            text
+        } else {
+            let uri: http::Uri = text.parse().ok()?;
+            let (scheme, authority) = (uri.scheme()?, uri.authority()?);
+            let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+            let same = *scheme == self.scheme
+                && authority.host().eq_ignore_ascii_case(&self.host)
+                && authority.port_u16().unwrap_or(default_port) == self.port;
+            if !same {
+                return None;
+            }
+            // Everything after the authority, byte for byte.
+            let start = text.find(authority.as_str())? + authority.as_str().len();
+            let rest = &text[start..];
+            if rest.is_empty() { "/" } else { rest }
+        };
+        let path = match rest.strip_prefix(self.prefix.as_str()) {
+            Some(p) if p.is_empty() || p.starts_with(['/', '?', '#']) => p,
+            _ if self.prefix.is_empty() => rest,
+            // Points at the master but outside our prefix: not ours to map.
+            _ => return None,
+        };
+        let path = if path.is_empty() || !path.starts_with('/') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        HeaderValue::from_str(&format!("http://{client_host}{path}")).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    fn auth_after(policy: ClientAuth, own: Option<&str>, sent: Option<&str>) -> Option<String> {
+        let mut h = HeaderMap::new();
+        if let Some(s) = sent {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(s).unwrap());
+        }
+        let own = own.map(|o| HeaderValue::from_str(o).unwrap());
+        apply_authorization(&mut h, policy, own.as_ref());
+        h.get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn keep_policy() {
+        use ClientAuth::Keep;
+        let own = Some("token=OWN");
+        assert_eq!(auth_after(Keep, own, None).as_deref(), Some("token=OWN"));
+        assert_eq!(
+            auth_after(Keep, own, Some("Bearer abc")).as_deref(),
+            Some("token=abc")
+        );
+        assert_eq!(
+            auth_after(Keep, own, Some("bEaReR   abc  ")).as_deref(),
+            Some("token=abc")
+        );
+        assert_eq!(
+            auth_after(Keep, own, Some("token=mine")).as_deref(),
+            Some("token=mine")
+        );
+        assert_eq!(
+            auth_after(Keep, own, Some("Basic dXNlcg==")).as_deref(),
+            Some("token=OWN")
+        );
+        assert_eq!(
+            auth_after(Keep, own, Some("Bearer ")).as_deref(),
+            Some("token=OWN")
+        );
+        assert_eq!(
+            auth_after(Keep, own, Some("token=")).as_deref(),
+            Some("token=OWN")
+        );
+        assert_eq!(
+            auth_after(Keep, own, Some("Bearerabc")).as_deref(),
+            Some("token=OWN")
+        );
+        // Not logged in: nothing is injected, other schemes are dropped.
+        assert_eq!(auth_after(Keep, None, None), None);
+        assert_eq!(auth_after(Keep, None, Some("Basic x")), None);
+        assert_eq!(
+            auth_after(Keep, None, Some("Bearer b")).as_deref(),
+            Some("token=b")
+        );
+    }
+
+    #[test]
+    fn replace_policy() {
+        use ClientAuth::Replace;
+        let own = Some("token=OWN");
+        for sent in [None, Some("Bearer x"), Some("token=x"), Some("Basic x")] {
+            assert_eq!(auth_after(Replace, own, sent).as_deref(), Some("token=OWN"));
+        }
+        assert_eq!(
+            auth_after(Replace, None, Some("Bearer x")).as_deref(),
+            Some("token=x")
+        );
+    }
+
+    #[test]
+    fn rewritten_bearer_is_sensitive() {
+        let mut h = map(&[("authorization", "Bearer abc")]);
+        apply_authorization(&mut h, ClientAuth::Keep, None);
+        assert!(h.get(header::AUTHORIZATION).unwrap().is_sensitive());
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_fields_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", "x-other"),
+            ("x-secret-hop", "1"),
+            ("x-other", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-authenticate", "Basic"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-keep", "yes"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["set-cookie", "x-keep"]);
+        assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(upgrade_request(&h).unwrap(), "websocket");
+        assert!(upgrade_request(&map(&[("upgrade", "websocket")])).is_none());
+        assert!(upgrade_request(&map(&[("connection", "upgrade")])).is_none());
+    }
+
+    fn origin(url: &str, prefix: &str) -> MasterOrigin {
+        let uri: http::Uri = url.parse().unwrap();
+        MasterOrigin::new(
+            uri.scheme().unwrap().clone(),
+            uri.authority().unwrap(),
+            prefix,
+        )
+    }
+
+    fn loc(o: &MasterOrigin, value: &str) -> Option<String> {
+        o.rewrite_location(&HeaderValue::from_str(value).unwrap(), "127.0.0.1:8079")
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn location_pointing_at_master_is_rewritten() {
+        let o = origin("https://Master.example:443", "");
+        assert_eq!(
+            loc(
+                &o,
+                "https://master.example/service/marathon/v2/events?a=%2F"
+            )
+            .as_deref(),
+            Some("http://127.0.0.1:8079/service/marathon/v2/events?a=%2F")
+        );
+        assert_eq!(
+            loc(&o, "https://master.example").as_deref(),
+            Some("http://127.0.0.1:8079/")
+        );
+        assert_eq!(loc(&o, "https://other.example/x"), None);
+        assert_eq!(loc(&o, "http://master.example/x"), None, "scheme differs");
+        assert_eq!(
+            loc(&o, "https://master.example:8443/x"),
+            None,
+            "port differs"
+        );
+        assert_eq!(loc(&o, "/relative/path"), None, "already relative");
+        assert_eq!(loc(&o, "not a url at all"), None);
+    }
+
+    #[test]
+    fn location_under_a_prefix_loses_the_prefix() {
+        let o = origin("http://m.example:8080", "/dcos");
+        assert_eq!(
+            loc(&o, "http://m.example:8080/dcos/x?y").as_deref(),
+            Some("http://127.0.0.1:8079/x?y")
+        );
+        assert_eq!(
+            loc(&o, "/dcos/x").as_deref(),
+            Some("http://127.0.0.1:8079/x")
+        );
+        assert_eq!(
+            loc(&o, "http://m.example:8080/dcos").as_deref(),
+            Some("http://127.0.0.1:8079/")
+        );
+        assert_eq!(loc(&o, "http://m.example:8080/dcosx"), None);
+        assert_eq!(loc(&o, "http://m.example:8080/elsewhere"), None);
+    }
+}

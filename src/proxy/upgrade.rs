@@ -1,0 +1,35 @@
+//! `101 Switching Protocols` tunnelling (RFC 9110 §7.8, §15.2.2).
+//!
+//! After the master agrees to switch protocols (WebSocket, in practice), both
+//! connections stop being HTTP: the bytes are copied both ways until either side closes.
+//! The tunnel holds a drain receiver so a graceful shutdown waits for it within the
+//! grace period.
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+/// Join the client's and the master's upgraded connections and copy bytes both ways.
+pub async fn tunnel(
+    client: OnUpgrade,
+    master: OnUpgrade,
+    drain: watch::Receiver<()>,
+    path: String,
+) {
+    let (client, master) = match tokio::try_join!(client, master) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(%path, error = %e, "protocol switch did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut master = TokioIo::new(master);
+    match tokio::io::copy_bidirectional(&mut client, &mut master).await {
+        Ok((up, down)) => {
+            tracing::debug!(%path, bytes_to_master = up, bytes_to_client = down, "tunnel closed")
+        }
+        Err(e) => tracing::debug!(%path, error = %e, "tunnel ended with an error"),
+    }
+    drop(drain);
+}

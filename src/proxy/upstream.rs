@@ -1,0 +1,256 @@
+//! The master as seen from the request path: one immutable [`Upstream`] per cluster
+//! config, holding the pooled HTTP(S) client, the target URL parts and the ready-made
+//! `Host` and `Authorization` values.
+//!
+//! TLS follows `core.ssl_verify` (reference §2): `true` verifies with the OS trust store,
+//! a path verifies with exactly that PEM bundle, `false` skips verification (with a
+//! warning at startup). SNI and hostname checks always apply when verifying. rustls with
+//! the `ring` provider does the work.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::headers::MasterOrigin;
+use crate::dcos::config::{ClusterConfig, SslVerify};
+use crate::settings::{DEFAULT_POOL_IDLE_TIMEOUT, Settings};
+
+/// The pooled client type used for every upstream request.
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+/// The largest CA bundle read (the Mozilla bundle is about 220 KiB).
+const MAX_CA_BUNDLE: u64 = 16 * 1024 * 1024;
+
+/// Why the upstream could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The CA bundle named by `core.ssl_verify` could not be read.
+    #[error(
+        "cannot read the CA bundle {path} named by core.ssl_verify: {source}; \
+         fix the path, or run `dcos cluster setup` again to fetch dcos_ca.crt"
+    )]
+    CaRead {
+        /// The bundle path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The CA bundle holds no usable certificate.
+    #[error(
+        "the CA bundle {path} named by core.ssl_verify holds no PEM certificate \
+         (-----BEGIN CERTIFICATE-----); point it at the cluster's dcos_ca.crt"
+    )]
+    CaEmpty {
+        /// The bundle path.
+        path: PathBuf,
+    },
+    /// rustls refused the configuration.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Everything the request path needs to reach one master. Built once per config
+/// change; requests only read it.
+pub struct Upstream {
+    /// `dcos_url` as text, for messages.
+    pub url: String,
+    scheme: Scheme,
+    authority: Authority,
+    /// Path prefix of `dcos_url` without a trailing slash; usually empty.
+    prefix: String,
+    /// `Host` for upstream requests: the master's authority.
+    pub host: HeaderValue,
+    /// `token=<jwt>`, or `None` when not logged in.
+    pub auth: Option<HeaderValue>,
+    /// For `Location` rewriting.
+    pub origin: MasterOrigin,
+    /// The pooled keep-alive client.
+    pub client: HttpsClient,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("url", &self.url)
+            .field("logged_in", &self.auth.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Build the upstream for `cluster`: TLS config, connector and pool.
+    pub fn new(cluster: &ClusterConfig, settings: &Settings) -> Result<Self, UpstreamError> {
+        let uri = &cluster.dcos_url;
+        // ClusterConfig guarantees an http(s) scheme and an authority.
+        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTPS);
+        let authority = uri
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| Authority::from_static("invalid"));
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        let host = HeaderValue::from_str(authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+
+        let tls = tls_config(&cluster.ssl_verify)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(DEFAULT_POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+
+        Ok(Self {
+            url: uri.to_string().trim_end_matches('/').to_owned(),
+            origin: MasterOrigin::new(scheme.clone(), &authority, &prefix),
+            scheme,
+            authority,
+            prefix,
+            host,
+            auth: cluster.token.as_ref().map(|t| t.header_value()),
+            client,
+        })
+    }
+
+    /// The upstream URI for a client's request target: the master's scheme and
+    /// authority, the `dcos_url` prefix, then the client's path and query byte for byte
+    /// (`%2F` stays `%2F`).
+    pub fn target(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        let pq = match (self.prefix.is_empty(), path_and_query) {
+            (true, Some(pq)) => pq.clone(),
+            (true, None) => PathAndQuery::from_static("/"),
+            (false, pq) => {
+                let tail = pq.map_or("/", PathAndQuery::as_str);
+                let tail = if tail.starts_with('/') { tail } else { "/" };
+                PathAndQuery::try_from(format!("{}{}", self.prefix, tail))?
+            }
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+    }
+}
+
+/// Build the rustls client configuration for an `ssl_verify` mode.
+pub fn tls_config(mode: &SslVerify) -> Result<ClientConfig, UpstreamError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    // hyper-rustls sets ALPN (http/1.1) itself.
+    let config = match mode {
+        SslVerify::System => {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = RootCertStore::empty();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::warn!(
+                    "no CA certificates found in the OS trust store; TLS to the master will fail \
+                     unless core.ssl_verify names the cluster CA (dcos_ca.crt)"
+                );
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        SslVerify::CaBundle(path) => builder
+            .with_root_certificates(read_ca_bundle(path)?)
+            .with_no_client_auth(),
+        SslVerify::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+fn read_ca_bundle(path: &Path) -> Result<RootCertStore, UpstreamError> {
+    let read_err = |source| UpstreamError::CaRead {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if meta.len() > MAX_CA_BUNDLE {
+        return Err(read_err(std::io::Error::other(
+            "file is larger than 16 MiB",
+        )));
+    }
+    let pem = std::fs::read(path).map_err(read_err)?;
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(UpstreamError::CaEmpty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(roots)
+}
+
+/// `ssl_verify = false`: accept any certificate, but still check the handshake
+/// signatures so the session keys belong to whoever presented the certificate.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

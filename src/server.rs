@@ -1,0 +1,131 @@
+//! Listening, serving connections, and graceful shutdown.
+//!
+//! Each accepted TCP connection is served by hyper's HTTP/1.1 server with upgrades
+//! enabled and a header read timeout. Shutdown stops accepting at once, asks every
+//! connection to finish its in-flight request and close, waits up to the grace period
+//! (tunnels included), then returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::proxy::service::{Shared, handle};
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serve `listener` until `shutdown` resolves, then drain for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    header_read_timeout: Duration,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    let mut shutdown = pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let mut drain = shared.drain.subscribe();
+        let svc_shared = shared.clone();
+        let service = service_fn(move |req| handle(svc_shared.clone(), req));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::spawn(async move {
+            let mut conn = pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = drain.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                log_connection_error(peer, &e);
+            }
+        });
+    }
+
+    drop(listener);
+    let in_flight = shared.drain.receiver_count();
+    tracing::info!(
+        in_flight,
+        grace_s = grace.as_secs_f64(),
+        "shutting down: no longer accepting connections"
+    );
+    let _ = shared.drain.send(());
+    match tokio::time::timeout(grace, shared.drain.closed()).await {
+        Ok(()) => tracing::info!("all connections finished; exiting"),
+        Err(_) => tracing::warn!(
+            cut = shared.drain.receiver_count(),
+            "grace period over; closing the remaining connections"
+        ),
+    }
+}
+
+fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
+    if e.is_timeout() {
+        tracing::debug!(%peer, "client took too long to send request headers; connection closed");
+    } else if e.is_parse() {
+        tracing::debug!(%peer, error = %e, "malformed request; answered 400 and closed");
+    } else {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolve on SIGINT or SIGTERM (Ctrl-C elsewhere).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => tracing::info!("received SIGINT"),
+                    _ = term.recv() => tracing::info!("received SIGTERM"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The bound address as a `Host` value, for `Location` rewrites when a client sent no
+/// `Host` (HTTP/1.0).
+pub fn host_value(addr: SocketAddr) -> http::HeaderValue {
+    http::HeaderValue::from_str(&addr.to_string())
+        .unwrap_or_else(|_| http::HeaderValue::from_static("127.0.0.1"))
+}

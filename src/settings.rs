@@ -1,0 +1,543 @@
+//! The proxy's own settings: defaults < settings file < environment < flags.
+//!
+//! Raw inputs ([`FileSettings`] from `--config`, [`crate::cli::Cli`] from flags and
+//! `DCOS_TOKEN_PROXY_*` variables) are merged and validated once into [`Settings`]; the
+//! rest of the program sees only that validated type. Unknown keys in the settings file
+//! are errors, so a typo never silently falls back to a default. Every default is a named
+//! constant below.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::Cli;
+use crate::dcos::config::DiscoverOptions;
+use crate::env::Env;
+
+/// Default listen address: loopback only, port 8079.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8079);
+/// How long to wait for the master's response headers before answering 504. Streams are
+/// not cut once the headers have arrived.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for a TCP connection to the master before answering 502.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may run on after SIGINT/SIGTERM before the proxy exits.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's headers (slowloris defence).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle pooled connection to the master is kept.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Log filter used when neither `-v`, `RUST_LOG` nor `log.level` says otherwise.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The largest settings file read; anything bigger is not a settings file.
+const MAX_SETTINGS_FILE: u64 = 1024 * 1024;
+
+/// What to do with an `Authorization` header the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Keep the client's credentials: `token=X` passes, `Bearer X` becomes `token=X`,
+    /// no header or any other scheme gets the proxy's token.
+    #[default]
+    Keep,
+    /// Always send the proxy's own token, whatever the client sent.
+    Replace,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The settings file (`--config FILE`), as written. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// `listen`: address to listen on.
+    pub listen: Option<String>,
+    /// `client_auth`: "keep" or "replace".
+    pub client_auth: Option<ClientAuth>,
+    /// `shutdown_grace`: e.g. "30s".
+    pub shutdown_grace: Option<DurationSetting>,
+    /// `header_read_timeout`: e.g. "30s".
+    pub header_read_timeout: Option<DurationSetting>,
+    /// `[dcos]` table.
+    #[serde(default)]
+    pub dcos: DcosSection,
+    /// `[upstream]` table.
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+    /// `[log]` table.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[dcos]`: where the DC/OS CLI config lives and which cluster to use.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DcosSection {
+    /// `dcos.dir`: the DC/OS CLI directory (`~` is expanded).
+    pub dir: Option<PathBuf>,
+    /// `dcos.cluster`: cluster name or ID.
+    pub cluster: Option<String>,
+}
+
+/// `[upstream]`: the master and how to talk to it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// `upstream.url`: overrides `core.dcos_url`.
+    pub url: Option<String>,
+    /// `upstream.response_timeout`.
+    pub response_timeout: Option<DurationSetting>,
+    /// `upstream.connect_timeout`.
+    pub connect_timeout: Option<DurationSetting>,
+}
+
+/// `[log]`: log format and level.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `log.format`: "text" or "json".
+    pub format: Option<LogFormat>,
+    /// `log.level`: a tracing filter such as "info" or "dcos_token_proxy=debug".
+    pub level: Option<String>,
+}
+
+/// A duration in the settings file: whole seconds (`30`) or a string (`"30s"`, `"500ms"`,
+/// `"2m"`, `"1h"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSetting(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Self(Duration::from_secs(s))),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Self)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parse `"250ms"`, `"30s"`, `"2m"`, `"1h"` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected a whole number with a unit, e.g. \"30s\", \"500ms\", \"2m\"")
+    })?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        other => {
+            return Err(format!(
+                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok(d)
+}
+
+/// Parse a listen address: `IP:PORT`, `[IPv6]:PORT`, or `localhost:PORT`.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    if let Some(port) = t.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid listen address {text:?}: bad port {port:?}"))?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    t.parse().map_err(|_| {
+        format!(
+            "invalid listen address {text:?}: expected IP:PORT, e.g. 127.0.0.1:8079 or [::1]:8079"
+        )
+    })
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The settings file could not be read.
+    #[error("cannot read settings file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The settings file is too large to be a settings file.
+    #[error("settings file {path} is larger than 1 MiB; is it the right file?")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The settings file is not valid TOML or has an unknown key or a bad value.
+    #[error("settings file {path} line {line}, column {column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// Where the value came from: a flag, a variable or a file key.
+        origin: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Validated settings: everything the proxy needs except the DC/OS config itself.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Client `Authorization` policy.
+    pub client_auth: ClientAuth,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+    /// Client header read timeout.
+    pub header_read_timeout: Duration,
+    /// Upstream response-header timeout.
+    pub response_timeout: Duration,
+    /// Upstream TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log_filter: String,
+    /// How to find the DC/OS CLI config.
+    pub discover: DiscoverOptions,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            client_auth: ClientAuth::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            log_format: LogFormat::default(),
+            log_filter: DEFAULT_LOG_LEVEL.to_owned(),
+            discover: DiscoverOptions::default(),
+        }
+    }
+}
+
+impl FileSettings {
+    /// Read and parse a settings file.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let read_err = |source| SettingsError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if meta.len() > MAX_SETTINGS_FILE {
+            return Err(SettingsError::TooLarge {
+                path: path.to_owned(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        Self::parse(path, &text)
+    }
+
+    /// Parse the text of a settings file; `path` is only used in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, SettingsError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            SettingsError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim_end().to_owned(),
+            }
+        })
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, column)
+}
+
+impl Settings {
+    /// Merge defaults < `file` < environment/flags (`cli`, which clap already filled from
+    /// `DCOS_TOKEN_PROXY_*`) and validate. `env` supplies `RUST_LOG` and `HOME`.
+    pub fn resolve(cli: &Cli, file: &FileSettings, env: &Env) -> Result<Self, SettingsError> {
+        let mut s = Settings::default();
+        let home = env.get("HOME").map(PathBuf::from);
+
+        // listen
+        if let Some(text) = &cli.listen {
+            s.listen = parse_listen(text).map_err(|m| invalid("--listen", m))?;
+        } else if let Some(text) = &file.listen {
+            s.listen = parse_listen(text).map_err(|m| invalid("settings key `listen`", m))?;
+        }
+        s.client_auth = cli.client_auth.or(file.client_auth).unwrap_or_default();
+        s.log_format = cli.log_format.or(file.log.format).unwrap_or_default();
+        pick_duration(
+            &mut s.shutdown_grace,
+            cli.shutdown_grace,
+            file.shutdown_grace,
+        );
+        pick_duration(
+            &mut s.header_read_timeout,
+            cli.header_read_timeout,
+            file.header_read_timeout,
+        );
+        pick_duration(
+            &mut s.response_timeout,
+            cli.response_timeout,
+            file.upstream.response_timeout,
+        );
+        pick_duration(
+            &mut s.connect_timeout,
+            cli.connect_timeout,
+            file.upstream.connect_timeout,
+        );
+        if s.response_timeout.is_zero() {
+            return Err(invalid(
+                "upstream.response_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+        if s.connect_timeout.is_zero() {
+            return Err(invalid(
+                "upstream.connect_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+
+        // Verbosity: -v/-q beat RUST_LOG, which beats log.level.
+        s.log_filter = match (cli.verbose, cli.quiet) {
+            (0, 0) => env
+                .get("RUST_LOG")
+                .map(str::to_owned)
+                .or_else(|| file.log.level.clone())
+                .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned()),
+            (_, q) if q > 0 => if q == 1 { "warn" } else { "error" }.to_owned(),
+            (1, _) => "info,dcos_token_proxy=debug".to_owned(),
+            _ => "debug,dcos_token_proxy=trace".to_owned(),
+        };
+
+        s.discover = DiscoverOptions {
+            dcos_dir: cli.dcos_dir.clone().or_else(|| {
+                file.dcos
+                    .dir
+                    .as_deref()
+                    .map(|p| expand_tilde(p, home.as_deref()))
+            }),
+            cluster: cli.cluster.clone().or_else(|| file.dcos.cluster.clone()),
+            upstream: cli.upstream.clone().or_else(|| file.upstream.url.clone()),
+            home,
+            cwd: std::env::current_dir().ok(),
+        };
+        Ok(s)
+    }
+}
+
+fn pick_duration(slot: &mut Duration, flag: Option<Duration>, file: Option<DurationSetting>) {
+    if let Some(d) = flag.or(file.map(|d| d.0)) {
+        *slot = d;
+    }
+}
+
+fn invalid(origin: &str, message: String) -> SettingsError {
+    SettingsError::Invalid {
+        origin: origin.to_owned(),
+        message,
+    }
+}
+
+/// Expand a leading `~/` with the home directory, as a shell would.
+fn expand_tilde(path: &Path, home: Option<&Path>) -> PathBuf {
+    match (path.strip_prefix("~"), home) {
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut full = vec!["dcos-token-proxy"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full).unwrap()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
+        assert_eq!(
+            parse_listen("localhost:9000").unwrap(),
+            "127.0.0.1:9000".parse().unwrap()
+        );
+        assert!(parse_listen("[::1]:8079").unwrap().is_ipv6());
+        assert!(parse_listen("8079").unwrap_err().contains("IP:PORT"));
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_flags() {
+        let s = Settings::resolve(&cli(&[]), &FileSettings::default(), &Env::default()).unwrap();
+        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert_eq!(s.client_auth, ClientAuth::Keep);
+        assert_eq!(s.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+        assert_eq!(s.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.log_filter, "info");
+    }
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let file = FileSettings::parse(
+            Path::new("t.toml"),
+            r#"
+            listen = "127.0.0.1:7000"
+            client_auth = "replace"
+            [upstream]
+            url = "https://file.example"
+            response_timeout = "5s"
+            [log]
+            format = "json"
+            level = "warn"
+            [dcos]
+            dir = "~/custom"
+            cluster = "file-cluster"
+            "#,
+        )
+        .unwrap();
+        let env = Env::from_pairs([("HOME", "/home/u")]);
+        let s = Settings::resolve(&cli(&[]), &file, &env).unwrap();
+        assert_eq!(s.listen.port(), 7000);
+        assert_eq!(s.client_auth, ClientAuth::Replace);
+        assert_eq!(s.response_timeout, Duration::from_secs(5));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.log_filter, "warn");
+        assert_eq!(s.discover.dcos_dir, Some(PathBuf::from("/home/u/custom")));
+        assert_eq!(s.discover.cluster.as_deref(), Some("file-cluster"));
+        assert_eq!(s.discover.upstream.as_deref(), Some("https://file.example"));
+
+        let flags = cli(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--client-auth",
+            "keep",
+            "--upstream",
+            "http://flag.example",
+            "--response-timeout",
+            "250ms",
+            "--log-format",
+            "text",
+            "--cluster",
+            "flag-cluster",
+            "-v",
+        ]);
+        let env = Env::from_pairs([("HOME", "/home/u"), ("RUST_LOG", "error")]);
+        let s = Settings::resolve(&flags, &file, &env).unwrap();
+        assert_eq!(s.listen.port(), 0);
+        assert_eq!(s.client_auth, ClientAuth::Keep);
+        assert_eq!(s.response_timeout, Duration::from_millis(250));
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.log_filter, "info,dcos_token_proxy=debug");
+        assert_eq!(s.discover.cluster.as_deref(), Some("flag-cluster"));
+        assert_eq!(s.discover.upstream.as_deref(), Some("http://flag.example"));
+    }
+
+    #[test]
+    fn rust_log_beats_file_level() {
+        let file = FileSettings::parse(Path::new("t.toml"), "[log]\nlevel = \"warn\"\n").unwrap();
+        let env = Env::from_pairs([("RUST_LOG", "debug")]);
+        let s = Settings::resolve(&cli(&[]), &file, &env).unwrap();
+        assert_eq!(s.log_filter, "debug");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line_numbers() {
+        let err = FileSettings::parse(
+            Path::new("/etc/p.toml"),
+            "listen = \"127.0.0.1:1\"\nlisten_addr = 3\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/etc/p.toml line 2"), "{err}");
+        assert!(err.contains("listen_addr"), "{err}");
+        let err = FileSettings::parse(
+            Path::new("p.toml"),
+            "[upstream]\nresponse_timeout = \"5 years\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown unit"), "{err}");
+        let err = FileSettings::parse(Path::new("p.toml"), "client_auth = \"steal\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_names_its_origin() {
+        let file = FileSettings::parse(Path::new("t.toml"), "listen = \"nowhere\"\n").unwrap();
+        let err = Settings::resolve(&cli(&[]), &file, &Env::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("settings key `listen`"), "{err}");
+    }
+
+    #[test]
+    fn shipped_example_settings_parse() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dcos-token-proxy.toml");
+        let file = FileSettings::load(&path).unwrap();
+        let s = Settings::resolve(&cli(&[]), &file, &Env::default()).unwrap();
+        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert_eq!(s.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+    }
+}

@@ -1,0 +1,681 @@
+//! Test harness: a fake DC/OS master that behaves like Admin Router, helpers to start
+//! the proxy in-process on `127.0.0.1:0`, and small HTTP clients.
+//!
+//! The fake master answers 401 with `WWW-Authenticate: acsjwt` unless the request carries
+//! `Authorization: token=<VALID>`, and records every request that reaches it so tests
+//! can assert what was (or was not) forwarded.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dcos_token_proxy::Proxy;
+use dcos_token_proxy::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
+use dcos_token_proxy::dcos::token::Token;
+use dcos_token_proxy::settings::Settings;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+/// The token the fake master accepts.
+pub const VALID: &str = "eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOiJib290c3RyYXB1c2VyIn0.c2lnbmF0dXJl";
+/// A well-formed token the fake master rejects.
+pub const OTHER: &str = "eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOiJtYWxsb3J5In0.b3RoZXI";
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type TestBody = BoxBody<Bytes, BoxError>;
+
+/// One request as the master saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    /// The request target exactly as received.
+    pub target: String,
+    pub headers: HeaderMap,
+}
+
+impl Seen {
+    pub fn authorization(&self) -> Option<&str> {
+        self.headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    seen: Mutex<Vec<Seen>>,
+    arrived: Notify,
+    /// Released by the test: lets `/sse` send its second event and `/hold` answer.
+    release: Notify,
+    /// Sizes of request-body chunks as `/exec-input` receives them.
+    chunks: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
+}
+
+/// The fake master.
+pub struct FakeMaster {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` or `https://localhost:PORT`.
+    pub url: String,
+    state: Arc<State>,
+}
+
+impl FakeMaster {
+    /// A plain-HTTP master on `127.0.0.1:0`.
+    pub async fn start() -> Self {
+        Self::start_inner(None).await
+    }
+
+    /// An HTTPS master on `127.0.0.1:0`, reached as `https://localhost:PORT`.
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_inner(Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn start_inner(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let st = state.clone();
+        let is_tls = tls.is_some();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                serve_master(s, st).await
+                            }
+                        }
+                        None => serve_master(stream, st).await,
+                    }
+                });
+            }
+        });
+        let url = if is_tls {
+            format!("https://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        };
+        Self { addr, url, state }
+    }
+
+    /// Everything the master has received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Wait until the master has received at least `n` requests.
+    pub async fn wait_for(&self, n: usize) -> Vec<Seen> {
+        loop {
+            let notified = self.state.arrived.notified();
+            {
+                let seen = self.state.seen.lock().unwrap();
+                if seen.len() >= n {
+                    return seen.clone();
+                }
+            }
+            tokio::time::timeout(Duration::from_secs(10), notified)
+                .await
+                .expect("master did not receive the expected request within 10 s");
+        }
+    }
+
+    /// The last request the master received.
+    pub fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the master saw no request")
+    }
+
+    /// Let `/sse` send its second event and `/hold` answer.
+    pub fn release(&self) {
+        self.state.release.notify_one();
+    }
+
+    /// Receive each `/exec-input` request-body chunk as the master reads it.
+    pub fn chunk_events(&self) -> mpsc::UnboundedReceiver<Bytes> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.state.chunks.lock().unwrap() = Some(tx);
+        rx
+    }
+}
+
+async fn serve_master<I>(io: I, state: Arc<State>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| master_route(state.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
+}
+
+fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+fn respond(status: u16, body: impl Into<Bytes>) -> Response<TestBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r
+}
+
+/// Paths Admin Router serves without a token (reference §5).
+fn unauthenticated(path: &str) -> bool {
+    path == "/dcos-metadata/dcos-version.json" || path.starts_with("/acs/api/v1/auth/")
+}
+
+async fn master_route(
+    state: Arc<State>,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    state.seen.lock().unwrap().push(Seen {
+        method: req.method().clone(),
+        target: target.clone(),
+        headers: req.headers().clone(),
+    });
+    state.arrived.notify_waiters();
+
+    let path = req.uri().path().to_owned();
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes() == format!("token={VALID}").as_bytes());
+    if !authorized && !unauthenticated(&path) {
+        let mut r = respond(401, "<html><body><h1>401 Unauthorized</h1></body></html>\n");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("acsjwt"));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        return Ok(r);
+    }
+
+    let resp = match path.as_str() {
+        "/upload" => {
+            let mut hasher = Sha256::new();
+            let mut n: u64 = 0;
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    return Ok(respond(400, "body error"));
+                };
+                if let Some(d) = frame.data_ref() {
+                    n += d.len() as u64;
+                    hasher.update(d);
+                }
+            }
+            respond(200, format!("{n} {}", hex(&hasher.finalize())))
+        }
+        "/download" => {
+            let size: u64 = query_value(&target, "bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut r = Response::new(PatternBody::new(size).boxed());
+            if query_value(&target, "length").is_some() {
+                r.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            }
+            r
+        }
+        "/sse" => {
+            let (tx, rx) = mpsc::channel::<Bytes>(4);
+            let st = state.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from_static(b"data: first\n\n")).await;
+                st.release.notified().await;
+                let _ = tx.send(Bytes::from_static(b"data: second\n\n")).await;
+            });
+            let mut r = Response::new(ChannelBody(rx).boxed());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            r
+        }
+        "/exec-input" => {
+            // `ATTACH_CONTAINER_INPUT`: a streaming request body, acknowledged chunk by
+            // chunk as it is read.
+            let tx = state.chunks.lock().unwrap().clone();
+            let mut body = req.into_body();
+            let mut total = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    total += data.len();
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(data);
+                    }
+                }
+            }
+            respond(200, format!("received {total}"))
+        }
+        "/hold" => {
+            state.release.notified().await;
+            respond(200, "released")
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            respond(200, "never")
+        }
+        "/redirect" => {
+            let mut r = respond(307, "");
+            let loc = format!(
+                "{}/service/marathon/v2/events?x=%2F",
+                query_value(&target, "to").unwrap_or("http://unused")
+            );
+            r.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_str(&loc).unwrap());
+            r
+        }
+        "/status" => {
+            let code: u16 = query_value(&target, "code")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(200);
+            let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed());
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            r.headers_mut()
+                .insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+            r
+        }
+        "/head" => {
+            let mut r = respond(
+                200,
+                if req.method() == Method::HEAD {
+                    ""
+                } else {
+                    "x"
+                },
+            );
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("1234"));
+            r
+        }
+        "/cookies" => {
+            let mut r = respond(200, "cookies");
+            r.headers_mut()
+                .append(header::SET_COOKIE, HeaderValue::from_static("a=1; Path=/"));
+            r.headers_mut()
+                .append(header::SET_COOKIE, HeaderValue::from_static("b=2; Path=/"));
+            r
+        }
+        "/hop" => {
+            let mut r = respond(200, "hop");
+            let h = r.headers_mut();
+            h.insert(header::CONNECTION, HeaderValue::from_static("x-hop-secret"));
+            h.insert("x-hop-secret", HeaderValue::from_static("1"));
+            h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            h.insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic"),
+            );
+            h.insert(header::TRAILER, HeaderValue::from_static("x-checksum"));
+            h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+            h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+            r
+        }
+        "/ws" => {
+            let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+                return Ok(respond(400, "not a websocket request"));
+            };
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(upgraded) = on_upgrade.await else {
+                    return;
+                };
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    None,
+                )
+                .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() {
+                        break;
+                    }
+                    if msg.is_text() || msg.is_binary() {
+                        let _ = ws.send(msg).await;
+                    }
+                }
+            });
+            let mut r = respond(101, "");
+            let h = r.headers_mut();
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            h.insert(
+                header::SEC_WEBSOCKET_ACCEPT,
+                HeaderValue::from_str(&derive_accept_key(key.as_bytes())).unwrap(),
+            );
+            r
+        }
+        _ => respond(200, format!("ok {target}")),
+    };
+    Ok(resp)
+}
+
+fn query_value<'a>(target: &'a str, key: &str) -> Option<&'a str> {
+    let query = target.split_once('?')?.1;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A deterministic byte pattern, streamed in 64 KiB frames without allocating per frame.
+pub struct PatternBody {
+    remaining: u64,
+    block: Bytes,
+}
+
+/// Frame size of [`PatternBody`].
+pub const BLOCK: usize = 64 * 1024;
+
+fn pattern_block() -> Bytes {
+    // xorshift: incompressible, and position-dependent within a block.
+    let mut x: u32 = 0x9E37_79B9;
+    (0..BLOCK)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+impl PatternBody {
+    pub fn new(size: u64) -> Self {
+        Self {
+            remaining: size,
+            block: pattern_block(),
+        }
+    }
+
+    /// The SHA-256 of `size` bytes of the pattern, hex.
+    pub fn digest(size: u64) -> String {
+        let block = pattern_block();
+        let mut h = Sha256::new();
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(BLOCK as u64) as usize;
+            h.update(&block[..n]);
+            left -= n as u64;
+        }
+        hex(&h.finalize())
+    }
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(BLOCK as u64) as usize;
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(self.block.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+}
+
+/// A body fed from a channel: each message is one frame, sent as soon as it is queued.
+pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A cluster config pointing at `url`, as discovery would produce it.
+pub fn cluster(url: &str, token: Option<&str>, ssl_verify: SslVerify) -> ClusterConfig {
+    ClusterConfig {
+        source: ConfigSource::EnvOnly,
+        dcos_dir: std::env::temp_dir(),
+        name: Some("test-cluster".into()),
+        dcos_url: url.parse().unwrap(),
+        token: token.map(|t| Token::new(t).unwrap()),
+        ssl_verify,
+        timeout: None,
+    }
+}
+
+/// Settings for a test proxy: `127.0.0.1:0`, short grace.
+pub fn test_settings() -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shutdown_grace: Duration::from_secs(5),
+        ..Settings::default()
+    }
+}
+
+/// A proxy running in-process.
+pub struct RunningProxy {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<()>,
+}
+
+impl RunningProxy {
+    /// Ask the proxy to shut down (as SIGTERM would).
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Start the proxy for `cluster` with `settings`.
+pub async fn start_proxy_with(cluster: ClusterConfig, settings: Settings) -> RunningProxy {
+    let proxy = Proxy::bind(&settings, &cluster)
+        .await
+        .expect("proxy starts");
+    let addr = proxy.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(proxy.serve(async move {
+        let _ = rx.await;
+    }));
+    RunningProxy {
+        addr,
+        url: format!("http://{addr}"),
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// Start the proxy in front of `master` with the valid token.
+pub async fn start_proxy(master: &FakeMaster) -> RunningProxy {
+    start_proxy_with(
+        cluster(&master.url, Some(VALID), SslVerify::System),
+        test_settings(),
+    )
+    .await
+}
+
+/// A plain-HTTP client for talking to the proxy.
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn empty() -> TestBody {
+    Empty::new().map_err(|e| match e {}).boxed()
+}
+
+pub fn body_of(b: impl Into<Bytes>) -> TestBody {
+    full(b)
+}
+
+/// Send a request and collect the response body.
+pub async fn send(req: Request<TestBody>) -> (http::response::Parts, Bytes) {
+    let resp = client()
+        .request(req)
+        .await
+        .expect("request through the proxy");
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.expect("response body").to_bytes();
+    (parts, bytes)
+}
+
+/// GET `url` with optional headers.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> (http::response::Parts, Bytes) {
+    let mut b = Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(b.body(empty()).unwrap()).await
+}
+
+/// Write raw bytes to `addr` and read the whole answer until the server closes.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("raw exchange finished")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Read from `s` until the end of a header block (`\r\n\r\n`), returning it.
+pub async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte))
+            .await
+            .expect("header block within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed before a full header block: {buf:?}"
+        );
+        buf.push(byte[0]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A one-shot raw TCP "master" that reads one request head and answers with `script`
+/// (or just closes the connection when `script` is empty).
+pub async fn raw_master(script: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = read_head(&mut s).await;
+            if !script.is_empty() {
+                let _ = s.write_all(script).await;
+            }
+            let _ = s.shutdown().await;
+        }
+    });
+    addr
+}
+
+/// A WebSocket round trip through `proxy_addr` to the master's `/ws`.
+pub async fn ws_echo(proxy_addr: SocketAddr, text: &str) -> String {
+    let stream = TcpStream::connect(proxy_addr).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{proxy_addr}/ws"), stream)
+        .await
+        .expect("websocket handshake through the proxy");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text(text)).await.unwrap();
+    let reply = ws.next().await.expect("an echo").unwrap();
+    let _ = ws.close(None).await;
+    reply.into_text().unwrap().to_string()
+}
+
+/// Test TLS material: a CA and a server certificate it signed.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+/// Make a CA and a server certificate for `names` (DNS names or IPs).
+pub fn test_pki(names: &[&str]) -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test DC/OS CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    TestPki {
+        ca_pem: ca_cert.pem(),
+        server_config: Arc::new(server_config),
+    }
+}
