@@ -29,6 +29,33 @@ use crate::proxy::service::Shared;
 use crate::proxy::upstream::{Upstream, UpstreamError};
 use crate::settings::Settings;
 
+#[cfg(test)]
+mod tests {
+    use super::points_at;
+
+    #[test]
+    fn detects_a_master_url_that_is_the_proxy_itself() {
+        let local = "127.0.0.1:8079".parse().unwrap();
+        for url in [
+            "http://127.0.0.1:8079",
+            "http://localhost:8079/",
+        ] {
+            assert!(points_at(&url.parse().unwrap(), local), "{url}");
+        }
+        for url in [
+            "http://127.0.0.1:8080",
+            "https://master.example:8079",
+            "http://10.0.0.1:8079",
+            "http://127.0.0.2:8079",
+            "https://127.0.0.1",
+        ] {
+            assert!(!points_at(&url.parse().unwrap(), local), "{url}");
+        }
+        let any = "0.0.0.0:80".parse().unwrap();
+        assert!(points_at(&"http://localhost".parse().unwrap(), any));
+    }
+}
+
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -42,6 +69,18 @@ pub enum StartError {
         addr: SocketAddr,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The master URL is the proxy's own address: every request would loop.
+    #[error(
+        "the master URL {url} is this proxy's own address {addr}: requests would loop \
+         forever. Keep core.dcos_url pointing at the cluster, and give the proxy's address \
+         only to your tools (e.g. DCOS_URL=http://{addr} for one command)"
+    )]
+    Loop {
+        /// The configured master URL.
+        url: String,
+        /// The bound address.
+        addr: SocketAddr,
     },
     /// The upstream (TLS, CA bundle) could not be set up.
     #[error(transparent)]
@@ -68,6 +107,12 @@ impl Proxy {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
+        if points_at(&cluster.dcos_url, local_addr) {
+            return Err(StartError::Loop {
+                url: upstream.url.clone(),
+                addr: local_addr,
+            });
+        }
         announce(cluster, &upstream);
         let shared = Shared::new(
             upstream,
@@ -100,6 +145,32 @@ impl Proxy {
             shutdown,
         )
         .await;
+    }
+}
+
+/// Whether `url` would reach the listener bound at `local`.
+fn points_at(url: &http::Uri, local: SocketAddr) -> bool {
+    let Some(authority) = url.authority() else {
+        return false;
+    };
+    let default_port = if url.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    if authority.port_u16().unwrap_or(default_port) != local.port() {
+        return false;
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return local.ip().is_loopback() || local.ip().is_unspecified();
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip == local.ip() || local.ip().is_unspecified(),
+        Err(_) => false,
     }
 }
 

@@ -2,6 +2,8 @@
 //! `EnvFilter` (`-v`, `RUST_LOG` or `log.level`). Logs go to stderr; stdout carries only
 //! the one "listening on" line scripts can wait for.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::LogFormat;
@@ -20,8 +22,11 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), LogFilterError> {
         filter: filter.to_owned(),
         source,
     })?;
+    // Colour only for a person at a terminal, and never when NO_COLOR is set.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second init (tests embedding the library) is harmless: the first wins.
     let _ = match format {

@@ -609,14 +609,14 @@ fn read_cluster_name(file: &Path) -> Option<String> {
     let text = match read_optional(file) {
         Ok(text) => text?,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read a cluster's name");
+            tracing::debug!(error = %e, "cannot read a cluster's name");
             return None;
         }
     };
     match parse_table(file, &text).and_then(|t| cluster_name(file, &t)) {
         Ok(name) => name,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read a cluster's name");
+            tracing::debug!(error = %e, "cannot read a cluster's name");
             None
         }
     }
