@@ -36,10 +36,7 @@ mod tests {
     #[test]
     fn detects_a_master_url_that_is_the_proxy_itself() {
         let local = "127.0.0.1:8079".parse().unwrap();
-        for url in [
-            "http://127.0.0.1:8079",
-            "http://localhost:8079/",
-        ] {
+        for url in ["http://127.0.0.1:8079", "http://localhost:8079/"] {
             assert!(points_at(&url.parse().unwrap(), local), "{url}");
         }
         for url in [
@@ -61,14 +58,14 @@ mod tests {
 pub enum StartError {
     /// The listen address could not be bound.
     #[error(
-        "cannot listen on {addr}: {source}; is another proxy already running there? \
+        "cannot listen on {addr}: {error}; is another proxy already running there? \
          Pick another address with --listen (127.0.0.1:0 picks a free port)"
     )]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not repeated as `source()`).
+        error: std::io::Error,
     },
     /// The master URL is the proxy's own address: every request would loop.
     #[error(
@@ -103,10 +100,10 @@ impl Proxy {
         let addr = settings.listen;
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+            .map_err(|error| StartError::Bind { addr, error })?;
         let local_addr = listener
             .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+            .map_err(|error| StartError::Bind { addr, error })?;
         if points_at(&cluster.dcos_url, local_addr) {
             return Err(StartError::Loop {
                 url: upstream.url.clone(),
@@ -194,7 +191,22 @@ fn announce(cluster: &ClusterConfig, upstream: &Upstream) {
             "not logged in: run `dcos auth login`; forwarding requests without a token until then"
         );
     }
-    if cluster.ssl_verify == SslVerify::Insecure {
+    let plain_remote = cluster.dcos_url.scheme_str() == Some("http")
+        && cluster.dcos_url.host().is_some_and(|h| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            !(h.eq_ignore_ascii_case("localhost")
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()))
+        });
+    if plain_remote {
+        tracing::warn!(
+            master = %upstream.url,
+            "the master URL is plain http://: your token crosses the network unencrypted; \
+             use https:// in core.dcos_url if the cluster offers it"
+        );
+    } else if cluster.dcos_url.scheme_str() == Some("https")
+        && cluster.ssl_verify == SslVerify::Insecure
+    {
         tracing::warn!(
             master = %upstream.url,
             "TLS verification is off (core.ssl_verify = false): anyone on the path to the \

@@ -39,12 +39,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Handlers go in before anyone is told we are listening, so an early SIGTERM
+        // drains instead of killing.
+        let shutdown = server::shutdown_signal().context("cannot install signal handlers")?;
         let proxy = Proxy::bind(&settings, &cluster).await?;
         println!(
             "dcos-token-proxy listening on http://{}",
             proxy.local_addr()
         );
-        proxy.serve(server::shutdown_signal()).await;
+        proxy.serve(shutdown).await;
         Ok(())
     })
 }

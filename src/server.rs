@@ -97,29 +97,29 @@ fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
     }
 }
 
-/// Resolve on SIGINT or SIGTERM (Ctrl-C elsewhere).
-pub async fn shutdown_signal() {
+/// Install the SIGINT/SIGTERM handlers now and return a future that resolves when
+/// either arrives (Ctrl-C elsewhere).
+///
+/// Installing eagerly matters: a signal that arrives between "listening" and the first
+/// poll of a lazily-installed handler would kill the process instead of draining it.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => tracing::info!("received SIGINT"),
-                    _ = term.recv() => tracing::info!("received SIGTERM"),
-                }
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => tracing::info!("received SIGINT"),
+                _ = term.recv() => tracing::info!("received SIGTERM"),
             }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

@@ -176,12 +176,12 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The settings file could not be read.
-    #[error("cannot read settings file {path}: {source}")]
+    #[error("cannot read settings file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not repeated as `source()`).
+        error: std::io::Error,
     },
     /// The settings file is too large to be a settings file.
     #[error("settings file {path} is larger than 1 MiB; is it the right file?")]
@@ -253,9 +253,9 @@ impl Default for Settings {
 impl FileSettings {
     /// Read and parse a settings file.
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
-        let read_err = |source| SettingsError::Read {
+        let read_err = |error| SettingsError::Read {
             path: path.to_owned(),
-            source,
+            error,
         };
         let meta = std::fs::metadata(path).map_err(read_err)?;
         if meta.len() > MAX_SETTINGS_FILE {

@@ -5,8 +5,9 @@
 //! Every child starts from an empty environment (plus `HOME` pointing at a temporary
 //! directory and whatever the test sets), so the developer's own `~/.dcos` and `DCOS_*`
 //! variables never leak in. Tests wait on events (a line of output, the end of the
-//! output), each with a 10 s guard, never on sleeps; a child is killed when its guard is
-//! dropped, so a failing test leaves no process behind.
+//! output), each with a 10 s guard, not on sleeps (the one poll, for a signal handler,
+//! is explained at [`Proxy::wait_until_sigterm_is_caught`]); a child is killed when its
+//! guard is dropped, so a failing test leaves no process behind.
 
 mod common;
 
@@ -50,6 +51,8 @@ struct Line {
     stream: Stream,
     /// The line without its end and without ANSI colour codes.
     text: String,
+    /// The raw line held an escape character (colour codes).
+    escape: bool,
 }
 
 /// A running `dcos-token-proxy`; killed (and reaped) on drop.
@@ -67,6 +70,8 @@ struct Finished {
     status: ExitStatus,
     stdout: String,
     stderr: String,
+    /// Some line held an escape character.
+    escapes: bool,
 }
 
 impl Finished {
@@ -211,6 +216,7 @@ impl Proxy {
             status,
             stdout: text(Stream::Stdout),
             stderr: text(Stream::Stderr),
+            escapes: self.lines.iter().any(|l| l.escape),
         }
     }
 
@@ -242,8 +248,12 @@ fn pump(r: impl Read + Send + 'static, stream: Stream, tx: mpsc::UnboundedSender
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
                     let raw = String::from_utf8_lossy(&buf);
-                    let text = strip_ansi(raw.trim_end_matches(['\n', '\r']));
-                    if tx.send(Line { stream, text }).is_err() {
+                    let line = Line {
+                        stream,
+                        text: strip_ansi(raw.trim_end_matches(['\n', '\r'])),
+                        escape: buf.contains(&0x1b),
+                    };
+                    if tx.send(line).is_err() {
                         return;
                     }
                 }
@@ -400,6 +410,48 @@ async fn serves_with_the_token_from_dcos_dir_and_exits_0_on_sigterm() {
     assert!(!out.all().contains("panicked"), "{}", out.show());
 }
 
+/// "listening on" tells scripts and supervisors the proxy is ready, so a SIGTERM sent
+/// right after it must shut the proxy down cleanly (exit 0), not kill it. The signal
+/// comes from a shell's builtin `kill`, started beforehand, to be as quick as a
+/// supervisor; several tries, because the window is short.
+#[tokio::test]
+async fn sigterm_right_after_the_listening_line_exits_0() {
+    use std::io::Write;
+    let home = TempDir::new().unwrap();
+    let mut shell = Command::new("sh")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn sh");
+    let mut to_shell = shell.stdin.take().expect("piped stdin");
+    let mut failures = Vec::new();
+    for attempt in 0..30 {
+        let mut proxy = Proxy::spawn(
+            home.path(),
+            &[
+                "--upstream",
+                "http://127.0.0.1:9",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[("DCOS_ACS_TOKEN", VALID)],
+        );
+        proxy.addr().await;
+        writeln!(to_shell, "kill -TERM {}", proxy.child.id()).expect("write to sh");
+        to_shell.flush().expect("write to sh");
+        let out = proxy.finish().await;
+        if out.status.code() != Some(0) {
+            failures.push(format!("attempt {attempt}: {}", out.status));
+        }
+    }
+    drop(to_shell);
+    let _ = shell.wait();
+    assert!(
+        failures.is_empty(),
+        "killed instead of shut down: {failures:?}"
+    );
+}
+
 #[tokio::test]
 async fn dcos_dir_and_dcos_cluster_come_from_the_environment() {
     let attached = FakeMaster::start().await;
@@ -492,19 +544,17 @@ async fn env_only_upstream_flag_and_dcos_acs_token() {
 // ---------------------------------------------------------------------------------------
 
 /// Assert a failed start: exit code 1, nothing on stdout, exactly one line on stderr,
-/// which is the error and contains every one of `needles`. Returns that line.
-fn assert_error_exit(out: &Finished, needles: &[&str]) -> String {
+/// which is the error; no panic and no backtrace anywhere. Returns that line.
+fn error_line(out: &Finished) -> String {
     assert_eq!(out.status.code(), Some(1), "{}", out.show());
     assert!(out.stdout.is_empty(), "{}", out.show());
     let lines: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line on stderr:\n{}", out.show());
     let line = lines[0];
     assert!(line.starts_with(ERROR_PREFIX), "{}", out.show());
-    for needle in needles {
-        assert!(line.contains(needle), "error lacks {needle:?}: {line}");
-    }
+    // Covers `RUST_BACKTRACE` and "stack backtrace:" too.
     let lower = out.all().to_lowercase();
-    for bad in ["panicked", "backtrace", "stack backtrace"] {
+    for bad in ["panicked", "backtrace"] {
         assert!(
             !lower.contains(bad),
             "{bad:?} in the output:\n{}",
@@ -512,6 +562,25 @@ fn assert_error_exit(out: &Finished, needles: &[&str]) -> String {
         );
     }
     line.to_owned()
+}
+
+/// [`error_line`], which must also contain every one of `needles` and say nothing twice
+/// (an error printed both in its message and as its `source()` would).
+fn assert_error_exit(out: &Finished, needles: &[&str]) -> String {
+    let line = error_line(out);
+    for needle in needles {
+        assert!(line.contains(needle), "error lacks {needle:?}: {line}");
+    }
+    let body = &line[ERROR_PREFIX.len()..];
+    let mut clauses = HashSet::new();
+    for clause in body
+        .split([':', ';'])
+        .map(str::trim)
+        .filter(|c| c.len() >= 12)
+    {
+        assert!(clauses.insert(clause), "{clause:?} said twice: {line}");
+    }
+    line
 }
 
 /// Environment for the error tests: backtraces on, so that a panic or an error printed
@@ -683,8 +752,27 @@ async fn error_port_in_use_says_how_to_pick_another() {
         &[BACKTRACE_ON, ("DCOS_ACS_TOKEN", VALID)],
     )
     .await;
-    assert_error_exit(&out, &[&addr, "--listen", "127.0.0.1:0"]);
+    let line = error_line(&out);
+    for needle in [addr.as_str(), "--listen", "127.0.0.1:0"] {
+        assert!(line.contains(needle), "error lacks {needle:?}: {line}");
+    }
     assert!(!out.all().contains(VALID), "{}", out.show());
+    drop(taken);
+}
+
+/// The same error, held to [`assert_error_exit`]'s "nothing twice".
+#[tokio::test]
+async fn error_port_in_use_says_the_os_error_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let home = TempDir::new().unwrap();
+    let out = run(
+        home.path(),
+        &["--listen", &addr, "--upstream", "http://127.0.0.1:9"],
+        &[("DCOS_ACS_TOKEN", VALID)],
+    )
+    .await;
+    assert_error_exit(&out, &[&addr, "already in use"]);
     drop(taken);
 }
 
@@ -716,7 +804,9 @@ fn secret_parts(token: &str) -> Vec<String> {
     parts
 }
 
-async fn assert_secrets_never_logged(args: &[&str], env: &[(&str, &str)]) {
+/// Run with `args` and `env`, which must turn on `level` (`TRACE`, `DEBUG`), send
+/// requests carrying secrets and check that none reaches the output.
+async fn assert_secrets_never_logged(args: &[&str], env: &[(&str, &str)], level: &str) {
     let master = FakeMaster::start().await;
     let (home, root) = home_with_cluster(&master.url, Some(VALID));
     let mut all_args = vec!["--dcos-dir", s(&root), "--listen", "127.0.0.1:0"];
@@ -794,16 +884,21 @@ async fn assert_secrets_never_logged(args: &[&str], env: &[(&str, &str)]) {
     // The output was not trivially empty: the check above could have failed.
     assert!(all.contains("method=GET"), "{}", out.show());
     assert!(all.contains("using DC/OS cluster"), "{}", out.show());
+    assert!(
+        all.contains(&format!(" {level} ")),
+        "{level} lines expected:\n{}",
+        out.show()
+    );
 }
 
 #[tokio::test]
 async fn secrets_are_never_logged_with_rust_log_trace() {
-    assert_secrets_never_logged(&[], &[("RUST_LOG", "trace")]).await;
+    assert_secrets_never_logged(&[], &[("RUST_LOG", "trace")], "TRACE").await;
 }
 
 #[tokio::test]
 async fn secrets_are_never_logged_with_vv() {
-    assert_secrets_never_logged(&["-vv"], &[]).await;
+    assert_secrets_never_logged(&["-vv"], &[], "DEBUG").await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -856,6 +951,8 @@ async fn access_log_has_one_line_per_request_with_method_path_status_latency_byt
         .filter(|l| l.contains(" method="))
         .collect();
     assert_eq!(access.len(), 2, "one line per request:\n{}", out.show());
+    // Output to a pipe (a file, journald) carries no colour codes.
+    assert!(!out.escapes, "ANSI escapes in piped output");
 }
 
 #[tokio::test]

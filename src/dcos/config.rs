@@ -297,8 +297,9 @@ pub enum ConfigError {
     },
     /// Neither layout exists and no URL was given.
     #[error(
-        "no DC/OS CLI config in {}: run `dcos cluster setup <url>` first, point --dcos-dir / DCOS_DIR at the right directory, or pass --upstream <url> (and set DCOS_ACS_TOKEN)",
-        dir.display()
+        "no DC/OS CLI config in {}{}: run `dcos cluster setup <url>` first, point --dcos-dir / DCOS_DIR at the right directory, or pass --upstream <url> (and set DCOS_ACS_TOKEN)",
+        dir.display(),
+        if dir.exists() { "" } else { " (the directory does not exist)" }
     )]
     NoConfig {
         /// The DC/OS directory looked in.
@@ -361,7 +362,7 @@ pub enum ConfigError {
     },
     /// More than one cluster directory holds an `attached` file.
     #[error(
-        "multiple clusters are attached in {} ({ids}): run `dcos cluster attach <name>` to pick one, or pass --cluster",
+        "multiple clusters are attached in {} ({ids}): run `dcos cluster attach <name>` to pick one, or pass --cluster <name> / set DCOS_CLUSTER",
         clusters_dir.display()
     )]
     MultipleAttached {
@@ -408,7 +409,11 @@ pub enum ConfigError {
         path: PathBuf,
     },
     /// The file is not valid TOML.
-    #[error("{}{}: {message}", path.display(), position_suffix(*position))]
+    #[error(
+        "{}{}: {message}; fix the TOML there (or rewrite it with `dcos cluster setup <url>`)",
+        path.display(),
+        position_suffix(*position)
+    )]
     Syntax {
         /// The file.
         path: PathBuf,
@@ -1634,9 +1639,9 @@ mod tests {
         assert_eq!(
             msg,
             format!(
-                "no DC/OS CLI config in {}: run `dcos cluster setup <url>` first, point \
-                 --dcos-dir / DCOS_DIR at the right directory, or pass --upstream <url> \
-                 (and set DCOS_ACS_TOKEN)",
+                "no DC/OS CLI config in {} (the directory does not exist): run \
+                 `dcos cluster setup <url>` first, point --dcos-dir / DCOS_DIR at the right \
+                 directory, or pass --upstream <url> (and set DCOS_ACS_TOKEN)",
                 fixture("does_not_exist").display()
             )
         );
@@ -1710,7 +1715,8 @@ mod tests {
         assert_eq!(
             msg,
             format!(
-                "{} line 3, column 63: invalid basic string, expected `\"`",
+                "{} line 3, column 63: invalid basic string, expected `\"`; fix the TOML \
+                 there (or rewrite it with `dcos cluster setup <url>`)",
                 cluster_file("bad_toml", "a1").display()
             )
         );

@@ -38,14 +38,14 @@ const MAX_CA_BUNDLE: u64 = 16 * 1024 * 1024;
 pub enum UpstreamError {
     /// The CA bundle named by `core.ssl_verify` could not be read.
     #[error(
-        "cannot read the CA bundle {path} named by core.ssl_verify: {source}; \
+        "cannot read the CA bundle {path} named by core.ssl_verify: {error}; \
          fix the path, or run `dcos cluster setup` again to fetch dcos_ca.crt"
     )]
     CaRead {
         /// The bundle path.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not repeated as `source()`).
+        error: std::io::Error,
     },
     /// The CA bundle holds no usable certificate.
     #[error(
@@ -103,7 +103,15 @@ impl Upstream {
         let host = HeaderValue::from_str(authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
 
-        let tls = tls_config(&cluster.ssl_verify)?;
+        // A plain-http master needs no trust store: don't load (or warn about) one.
+        let tls = if scheme == Scheme::HTTPS {
+            tls_config(&cluster.ssl_verify)?
+        } else {
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth()
+        };
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -183,9 +191,9 @@ pub fn tls_config(mode: &SslVerify) -> Result<ClientConfig, UpstreamError> {
 }
 
 fn read_ca_bundle(path: &Path) -> Result<RootCertStore, UpstreamError> {
-    let read_err = |source| UpstreamError::CaRead {
+    let read_err = |error| UpstreamError::CaRead {
         path: path.to_owned(),
-        source,
+        error,
     };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     if meta.len() > MAX_CA_BUNDLE {
