@@ -434,6 +434,17 @@ async fn location_pointing_at_the_master_points_back_at_the_proxy() {
         "{answer}"
     );
 
+    // An HTTP/1.0 client that sent no Host gets the proxy's bound address.
+    let req = format!("GET /redirect?to={} HTTP/1.0\r\n\r\n", master.url);
+    let answer = raw_exchange(proxy.addr, req.as_bytes()).await;
+    assert!(
+        answer.contains(&format!(
+            "location: http://{}/service/marathon/v2/events?x=%2F\r\n",
+            proxy.addr
+        )),
+        "{answer}"
+    );
+
     // A redirect elsewhere is left alone.
     let (parts, _) = get(
         &format!("{}/redirect?to=https://example.com", proxy.url),

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
@@ -26,7 +25,8 @@ use crate::settings::ClientAuth;
 /// The minimum time between two "run `dcos auth login`" hints after a master 401.
 const LOGIN_HINT_INTERVAL: Duration = Duration::from_secs(60);
 
-/// State shared by every request. Immutable but for the snapshot and two atomics.
+/// State shared by every request: immutable but for the snapshot, the drain signal and
+/// the login-hint gate, all lock-free.
 #[derive(Debug)]
 pub struct Shared {
     /// The current master: swapped whole when the config changes, loaded per request.
@@ -40,8 +40,44 @@ pub struct Shared {
     pub drain: watch::Sender<()>,
     /// The host to put in rewritten `Location`s when a client sent no `Host`.
     pub fallback_host: HeaderValue,
+    login_hint: RateLimit,
+}
+
+/// A lock-free "at most once per interval" gate.
+#[derive(Debug)]
+struct RateLimit {
+    interval: Duration,
     created: Instant,
-    last_login_hint: AtomicU64,
+    /// Seconds since `created` of the last pass, plus one (0 = never).
+    last: AtomicU64,
+}
+
+impl RateLimit {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            created: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// True at most once per interval.
+    fn allow(&self) -> bool {
+        self.allow_at(self.created.elapsed())
+    }
+
+    /// [`Self::allow`] at `since_created` after creation.
+    fn allow_at(&self, since_created: Duration) -> bool {
+        let now = since_created.as_secs() + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < self.interval.as_secs() {
+            return false;
+        }
+        // Of racing callers, only one wins the exchange.
+        self.last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
 }
 
 impl Shared {
@@ -58,23 +94,8 @@ impl Shared {
             response_timeout,
             drain: watch::channel(()).0,
             fallback_host,
-            created: Instant::now(),
-            last_login_hint: AtomicU64::new(0),
+            login_hint: RateLimit::new(LOGIN_HINT_INTERVAL),
         }
-    }
-
-    /// True at most once per [`LOGIN_HINT_INTERVAL`]: lock-free rate limit for the
-    /// login hint.
-    fn take_login_hint(&self) -> bool {
-        // Seconds since start, plus one so that 0 can mean "never".
-        let now = self.created.elapsed().as_secs() + 1;
-        let last = self.last_login_hint.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < LOGIN_HINT_INTERVAL.as_secs() {
-            return false;
-        }
-        self.last_login_hint
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
     }
 }
 
@@ -94,7 +115,7 @@ pub async fn handle(
     };
 
     let upgrade = upgrade_request(req.headers());
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let client_host = req
         .headers()
         .get(header::HOST)
@@ -111,16 +132,7 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     parts.uri = target;
     parts.version = Version::HTTP_11;
-    let headers = &mut parts.headers;
-    strip_hop_by_hop(headers);
-    // The proxy answers `Expect: 100-continue` itself: hyper sends the 100 as soon as
-    // the body is first read, which happens when the master connection is ready.
-    headers.remove(header::EXPECT);
-    if let Some(u) = &upgrade {
-        restore_upgrade(headers, u.clone());
-    }
-    headers.insert(header::HOST, up.host.clone());
-    apply_authorization(headers, shared.client_auth, up.auth.as_ref());
+    prepare_headers(&mut parts.headers, &up, shared.client_auth, upgrade);
 
     let sent = up.client.request(Request::from_parts(parts, body));
     let mut resp = match tokio::time::timeout(shared.response_timeout, sent).await {
@@ -142,7 +154,7 @@ pub async fn handle(
     let status = resp.status();
     let mut access = with_status(access, status);
 
-    if status == StatusCode::UNAUTHORIZED && shared.take_login_hint() {
+    if status == StatusCode::UNAUTHORIZED && shared.login_hint.allow() {
         tracing::warn!(
             path = %access.path,
             logged_in = up.auth.is_some(),
@@ -159,33 +171,23 @@ pub async fn handle(
             return Ok(local_error(&err, access));
         };
         let master_upgrade = hyper::upgrade::on(&mut resp);
-        let agreed = resp.headers().get(header::UPGRADE).cloned();
-        let (mut parts, _empty) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        if let Some(proto) = agreed {
-            restore_upgrade(&mut parts.headers, proto);
-        }
         tokio::spawn(tunnel(
             client_upgrade,
             master_upgrade,
             shared.drain.subscribe(),
             access.path.clone(),
         ));
-        access.latency = started.elapsed();
-        return Ok(Response::from_parts(
-            parts,
-            ResponseBody::local(Bytes::new(), access),
-        ));
     }
 
     let (mut parts, body) = resp.into_parts();
+    let agreed = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
+    if let (StatusCode::SWITCHING_PROTOCOLS, Some(proto)) = (status, agreed) {
+        restore_upgrade(&mut parts.headers, proto);
+    }
     if let Some(loc) = parts.headers.get(header::LOCATION) {
-        if let Some(new) = client_host
-            .to_str()
-            .ok()
-            .and_then(|host| up.origin.rewrite_location(loc, host))
-        {
+        let host = client_host.to_str().ok();
+        if let Some(new) = host.and_then(|h| up.origin.rewrite_location(loc, h)) {
             parts.headers.insert(header::LOCATION, new);
         }
     }
@@ -194,6 +196,26 @@ pub async fn handle(
         parts,
         ResponseBody::upstream(body, access),
     ))
+}
+
+/// Turn the client's request headers into the master's: hop-by-hop fields out (but
+/// the upgrade pair back in when switching protocols), `Expect` answered here, `Host`
+/// set to the master, and the `Authorization` policy applied.
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    up: &Upstream,
+    policy: ClientAuth,
+    upgrade: Option<HeaderValue>,
+) {
+    strip_hop_by_hop(headers);
+    // The proxy answers `Expect: 100-continue` itself: hyper sends the 100 as soon as
+    // the body is first read, which happens once the master connection is ready.
+    headers.remove(header::EXPECT);
+    if let Some(u) = upgrade {
+        restore_upgrade(headers, u);
+    }
+    headers.insert(header::HOST, up.host.clone());
+    apply_authorization(headers, policy, up.auth.as_ref());
 }
 
 fn with_status(mut log: AccessLog, status: StatusCode) -> AccessLog {
@@ -209,4 +231,19 @@ fn local_error(err: &ProxyError, log: AccessLog) -> Response<ResponseBody> {
         ..log
     };
     Response::from_parts(parts, ResponseBody::local(bytes, log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_hint_is_given_at_most_once_per_interval() {
+        let gate = RateLimit::new(Duration::from_secs(60));
+        assert!(gate.allow_at(Duration::from_secs(0)));
+        assert!(!gate.allow_at(Duration::from_secs(1)));
+        assert!(!gate.allow_at(Duration::from_secs(59)));
+        assert!(gate.allow_at(Duration::from_secs(61)));
+        assert!(!gate.allow_at(Duration::from_secs(62)));
+    }
 }
