@@ -267,6 +267,28 @@ async fn informational_responses_from_the_master_are_skipped() {
     assert_eq!(body, "ok");
 }
 
+#[tokio::test]
+async fn an_http_1_0_master_does_not_downgrade_the_client_connection() {
+    let addr = raw_master(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let proxy = start_proxy_with(
+        cluster(&format!("http://{addr}"), Some(VALID), SslVerify::System),
+        test_settings(),
+    )
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    for _ in 0..2 {
+        // Two requests on one connection: the first answer kept it alive.
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let mut body = [0u8; 2];
+        s.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body, b"ok");
+    }
+}
+
 const BIG: u64 = 256 * 1024 * 1024;
 
 #[tokio::test]

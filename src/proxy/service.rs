@@ -114,6 +114,7 @@ pub async fn handle(
         latency: Duration::ZERO,
     };
 
+    let client_version = req.version();
     let upgrade = upgrade_request(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let client_host = req
@@ -180,6 +181,9 @@ pub async fn handle(
     }
 
     let (mut parts, body) = resp.into_parts();
+    // Each hop has its own HTTP version: an HTTP/1.0 master must not downgrade (and
+    // so close) the client's HTTP/1.1 connection.
+    parts.version = client_version;
     let agreed = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
     if let (StatusCode::SWITCHING_PROTOCOLS, Some(proto)) = (status, agreed) {
