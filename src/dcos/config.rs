@@ -299,11 +299,13 @@ pub enum ConfigError {
     #[error(
         "no DC/OS CLI config in {}{}: run `dcos cluster setup <url>` first, point --dcos-dir / DCOS_DIR at the right directory, or pass --upstream <url> (and set DCOS_ACS_TOKEN)",
         dir.display(),
-        if dir.exists() { "" } else { " (the directory does not exist)" }
+        if *missing { " (the directory does not exist)" } else { "" }
     )]
     NoConfig {
         /// The DC/OS directory looked in.
         dir: PathBuf,
+        /// The directory was found not to exist (a typo in --dcos-dir is the usual cause).
+        missing: bool,
     },
     /// `DCOS_CONFIG` names a file that does not exist (and no URL was given).
     #[error(
@@ -769,6 +771,7 @@ pub fn locate(
         },
         None => ConfigError::NoConfig {
             dir: dcos_dir.to_path_buf(),
+            missing: !root_exists,
         },
     }))
 }
@@ -1045,7 +1048,12 @@ pub fn apply_overrides(
             parse_dcos_url(url, &ValueSource::file(path, KEY_DCOS_URL))?
         }
         (None, _, Some(path)) => return Err(ConfigError::MissingUrl { file: path.clone() }),
-        (None, _, None) => return Err(ConfigError::NoConfig { dir: dcos_dir }),
+        (None, _, None) => {
+            return Err(ConfigError::NoConfig {
+                dir: dcos_dir,
+                missing: false,
+            });
+        }
     };
 
     let env_token = match env.get(ENV_DCOS_ACS_TOKEN).map(Token::new) {
