@@ -19,7 +19,7 @@ pub mod server;
 pub mod settings;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -28,30 +28,6 @@ use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
 use crate::proxy::service::Shared;
 use crate::proxy::upstream::{Upstream, UpstreamError};
 use crate::settings::Settings;
-
-#[cfg(test)]
-mod tests {
-    use super::points_at;
-
-    #[test]
-    fn detects_a_master_url_that_is_the_proxy_itself() {
-        let local = "127.0.0.1:8079".parse().unwrap();
-        for url in ["http://127.0.0.1:8079", "http://localhost:8079/"] {
-            assert!(points_at(&url.parse().unwrap(), local), "{url}");
-        }
-        for url in [
-            "http://127.0.0.1:8080",
-            "https://master.example:8079",
-            "http://10.0.0.1:8079",
-            "http://127.0.0.2:8079",
-            "https://127.0.0.1",
-        ] {
-            assert!(!points_at(&url.parse().unwrap(), local), "{url}");
-        }
-        let any = "0.0.0.0:80".parse().unwrap();
-        assert!(points_at(&"http://localhost".parse().unwrap(), any));
-    }
-}
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -145,29 +121,53 @@ impl Proxy {
     }
 }
 
+/// What the host part of a URL names, as far as loopback checks care.
+#[derive(Debug, PartialEq, Eq)]
+enum HostKind {
+    /// `localhost`: resolves to loopback.
+    Localhost,
+    /// An IP literal (IPv6 without its brackets).
+    Ip(IpAddr),
+    /// Any other name.
+    Name,
+}
+
+impl HostKind {
+    fn of(url: &http::Uri) -> Option<Self> {
+        let host = url.host()?.trim_start_matches('[').trim_end_matches(']');
+        Some(if host.eq_ignore_ascii_case("localhost") {
+            Self::Localhost
+        } else if let Ok(ip) = host.parse() {
+            Self::Ip(ip)
+        } else {
+            Self::Name
+        })
+    }
+
+    fn is_loopback(&self) -> bool {
+        match self {
+            Self::Localhost => true,
+            Self::Ip(ip) => ip.is_loopback(),
+            Self::Name => false,
+        }
+    }
+}
+
 /// Whether `url` would reach the listener bound at `local`.
 fn points_at(url: &http::Uri, local: SocketAddr) -> bool {
-    let Some(authority) = url.authority() else {
-        return false;
-    };
     let default_port = if url.scheme_str() == Some("https") {
         443
     } else {
         80
     };
-    if authority.port_u16().unwrap_or(default_port) != local.port() {
+    if url.port_u16().unwrap_or(default_port) != local.port() {
         return false;
     }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") {
-        return local.ip().is_loopback() || local.ip().is_unspecified();
-    }
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip == local.ip() || local.ip().is_unspecified(),
-        Err(_) => false,
+    let any = local.ip().is_unspecified();
+    match HostKind::of(url) {
+        Some(HostKind::Localhost) => any || local.ip().is_loopback(),
+        Some(HostKind::Ip(ip)) => any || ip == local.ip(),
+        Some(HostKind::Name) | None => false,
     }
 }
 
@@ -192,12 +192,7 @@ fn announce(cluster: &ClusterConfig, upstream: &Upstream) {
         );
     }
     let plain_remote = cluster.dcos_url.scheme_str() == Some("http")
-        && cluster.dcos_url.host().is_some_and(|h| {
-            let h = h.trim_start_matches('[').trim_end_matches(']');
-            !(h.eq_ignore_ascii_case("localhost")
-                || h.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback()))
-        });
+        && HostKind::of(&cluster.dcos_url).is_some_and(|h| !h.is_loopback());
     if plain_remote {
         tracing::warn!(
             master = %upstream.url,
@@ -212,5 +207,53 @@ fn announce(cluster: &ClusterConfig, upstream: &Upstream) {
             "TLS verification is off (core.ssl_verify = false): anyone on the path to the \
              master can read your token; set core.ssl_verify to the cluster CA (dcos_ca.crt)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HostKind, points_at};
+
+    #[test]
+    fn detects_a_master_url_that_is_the_proxy_itself() {
+        let local = "127.0.0.1:8079".parse().unwrap();
+        for url in ["http://127.0.0.1:8079", "http://localhost:8079/"] {
+            assert!(points_at(&url.parse().unwrap(), local), "{url}");
+        }
+        for url in [
+            "http://127.0.0.1:8080",
+            "https://master.example:8079",
+            "http://10.0.0.1:8079",
+            "http://127.0.0.2:8079",
+            "https://127.0.0.1",
+        ] {
+            assert!(!points_at(&url.parse().unwrap(), local), "{url}");
+        }
+        let any = "0.0.0.0:80".parse().unwrap();
+        assert!(points_at(&"http://localhost".parse().unwrap(), any));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for url in [
+            "http://localhost:1",
+            "http://127.0.0.1",
+            "http://[::1]:8080",
+        ] {
+            assert!(
+                HostKind::of(&url.parse().unwrap()).unwrap().is_loopback(),
+                "{url}"
+            );
+        }
+        for url in [
+            "http://10.0.0.1",
+            "http://master.example",
+            "http://[2001:db8::1]",
+        ] {
+            assert!(
+                !HostKind::of(&url.parse().unwrap()).unwrap().is_loopback(),
+                "{url}"
+            );
+        }
     }
 }
