@@ -21,7 +21,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    ClientConfig, ConfigBuilder, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    WantsVerifier,
+};
 
 use super::headers::MasterOrigin;
 use crate::dcos::config::{ClusterConfig, SslVerify};
@@ -59,6 +62,16 @@ pub enum UpstreamError {
     /// rustls refused the configuration.
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The master URL cannot be used as an upstream (discovery normally rules this out).
+    #[error(
+        "the master URL {url} cannot be used: {why}; set core.dcos_url (or --upstream) to https://<master>"
+    )]
+    Url {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        why: &'static str,
+    },
 }
 
 /// Everything the request path needs to reach one master. Built once per config
@@ -93,22 +106,28 @@ impl Upstream {
     /// Build the upstream for `cluster`: TLS config, connector and pool.
     pub fn new(cluster: &ClusterConfig, settings: &Settings) -> Result<Self, UpstreamError> {
         let uri = &cluster.dcos_url;
-        // ClusterConfig guarantees an http(s) scheme and an authority.
-        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTPS);
+        let bad = |why| UpstreamError::Url {
+            url: uri.to_string(),
+            why,
+        };
+        let scheme = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTPS || *s == Scheme::HTTP => s.clone(),
+            _ => return Err(bad("the scheme must be http or https")),
+        };
         let authority = uri
             .authority()
             .cloned()
-            .unwrap_or_else(|| Authority::from_static("invalid"));
+            .ok_or_else(|| bad("it has no host"))?;
         let prefix = uri.path().trim_end_matches('/').to_owned();
         let host = HeaderValue::from_str(authority.as_str())
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+            .map_err(|_| bad("its host is not a valid Host header"))?;
 
         // A plain-http master needs no trust store: don't load (or warn about) one.
         let tls = if scheme == Scheme::HTTPS {
             tls_config(&cluster.ssl_verify)?
         } else {
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
+            config_builder()?
+                .1
                 .with_root_certificates(RootCertStore::empty())
                 .with_no_client_auth()
         };
@@ -162,9 +181,7 @@ impl Upstream {
 
 /// Build the rustls client configuration for an `ssl_verify` mode.
 pub fn tls_config(mode: &SslVerify) -> Result<ClientConfig, UpstreamError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
+    let (provider, builder) = config_builder()?;
     // hyper-rustls sets ALPN (http/1.1) itself.
     let config = match mode {
         SslVerify::System => {
@@ -188,6 +205,21 @@ pub fn tls_config(mode: &SslVerify) -> Result<ClientConfig, UpstreamError> {
             .with_no_client_auth(),
     };
     Ok(config)
+}
+
+/// The ring provider and a client config builder using it, with rustls' safe default
+/// protocol versions.
+fn config_builder() -> Result<
+    (
+        Arc<CryptoProvider>,
+        ConfigBuilder<ClientConfig, WantsVerifier>,
+    ),
+    rustls::Error,
+> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    Ok((provider, builder))
 }
 
 fn read_ca_bundle(path: &Path) -> Result<RootCertStore, UpstreamError> {
@@ -260,5 +292,49 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dcos::config::ConfigSource;
+
+    fn cluster(url: &str) -> ClusterConfig {
+        ClusterConfig {
+            source: ConfigSource::EnvOnly,
+            dcos_dir: std::env::temp_dir(),
+            name: None,
+            dcos_url: url.parse().unwrap(),
+            token: None,
+            ssl_verify: SslVerify::System,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn targets_keep_bytes_and_go_under_the_prefix() {
+        let settings = Settings::default();
+        let up = Upstream::new(&cluster("https://m.example:8443"), &settings).unwrap();
+        let pq = PathAndQuery::from_static("/a%2Fb?c=%2F");
+        assert_eq!(
+            up.target(Some(&pq)).unwrap(),
+            "https://m.example:8443/a%2Fb?c=%2F"
+        );
+        assert_eq!(up.host, "m.example:8443");
+
+        let up = Upstream::new(&cluster("http://m.example/dcos/"), &settings).unwrap();
+        assert_eq!(
+            up.target(Some(&pq)).unwrap(),
+            "http://m.example/dcos/a%2Fb?c=%2F"
+        );
+        assert_eq!(up.target(None).unwrap(), "http://m.example/dcos/");
+    }
+
+    #[test]
+    fn unusable_urls_are_errors_not_placeholders() {
+        let err = Upstream::new(&cluster("/relative/only"), &Settings::default()).unwrap_err();
+        assert!(err.to_string().contains("/relative/only"), "{err}");
+        assert!(err.to_string().contains("https://<master>"), "{err}");
     }
 }
