@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::{Method, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -23,8 +23,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct AccessLog {
     /// Request method.
     pub method: Method,
-    /// Request path, without the query (which may hold secrets).
-    pub path: String,
+    /// The client's request target. Only its path is ever logged: the query may hold
+    /// secrets. (A clone of hyper's parsed target: reference-counted, no copy.)
+    pub target: Uri,
     /// Response status.
     pub status: StatusCode,
     /// When the request arrived.
@@ -38,7 +39,7 @@ impl AccessLog {
         tracing::info!(
             target: "dcos_token_proxy::access",
             method = %self.method,
-            path = %self.path,
+            path = %self.target.path(),
             status = self.status.as_u16(),
             latency_ms = millis(self.latency),
             duration_ms = millis(self.started.elapsed()),

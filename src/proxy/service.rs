@@ -108,7 +108,7 @@ pub async fn handle(
     let up = shared.upstream.load_full();
     let access = AccessLog {
         method: req.method().clone(),
-        path: req.uri().path().to_owned(),
+        target: req.uri().clone(),
         status: StatusCode::OK,
         started,
         latency: Duration::ZERO,
@@ -117,11 +117,7 @@ pub async fn handle(
     let client_version = req.version();
     let upgrade = upgrade_request(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let client_host = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .unwrap_or_else(|| shared.fallback_host.clone());
+    let client_host = req.headers().get(header::HOST).cloned();
 
     let target = match up.target(req.uri().path_and_query()) {
         Ok(t) => t,
@@ -140,7 +136,7 @@ pub async fn handle(
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             let err = ProxyError::upstream(&up.url, &e);
-            tracing::warn!(path = %access.path, "{err}");
+            tracing::warn!(path = %access.target.path(), "{err}");
             return Ok(local_error(&err, access));
         }
         Err(_) => {
@@ -148,7 +144,7 @@ pub async fn handle(
                 url: up.url.clone(),
                 after: shared.response_timeout,
             };
-            tracing::warn!(path = %access.path, "{err}");
+            tracing::warn!(path = %access.target.path(), "{err}");
             return Ok(local_error(&err, access));
         }
     };
@@ -157,7 +153,7 @@ pub async fn handle(
 
     if status == StatusCode::UNAUTHORIZED && shared.login_hint.allow() {
         tracing::warn!(
-            path = %access.path,
+            path = %access.target.path(),
             logged_in = up.auth.is_some(),
             "the master answered 401 Unauthorized: run `dcos auth login` to get a fresh token"
         );
@@ -176,7 +172,7 @@ pub async fn handle(
             client_upgrade,
             master_upgrade,
             shared.drain.subscribe(),
-            access.path.clone(),
+            access.target.clone(),
         ));
     }
 
@@ -190,7 +186,11 @@ pub async fn handle(
         restore_upgrade(&mut parts.headers, proto);
     }
     if let Some(loc) = parts.headers.get(header::LOCATION) {
-        let host = client_host.to_str().ok();
+        let host = client_host
+            .as_ref()
+            .unwrap_or(&shared.fallback_host)
+            .to_str()
+            .ok();
         if let Some(new) = host.and_then(|h| up.origin.rewrite_location(loc, h)) {
             parts.headers.insert(header::LOCATION, new);
         }

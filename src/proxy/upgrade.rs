@@ -5,17 +5,14 @@
 //! The tunnel holds a drain receiver so a graceful shutdown waits for it within the
 //! grace period.
 
+use http::Uri;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 /// Join the client's and the master's upgraded connections and copy bytes both ways.
-pub async fn tunnel(
-    client: OnUpgrade,
-    master: OnUpgrade,
-    drain: watch::Receiver<()>,
-    path: String,
-) {
+pub async fn tunnel(client: OnUpgrade, master: OnUpgrade, drain: watch::Receiver<()>, target: Uri) {
+    let path = target.path();
     let (client, master) = match tokio::try_join!(client, master) {
         Ok(pair) => pair,
         Err(e) => {
