@@ -289,6 +289,28 @@ async fn an_http_1_0_master_does_not_downgrade_the_client_connection() {
     }
 }
 
+#[tokio::test]
+async fn an_upload_cut_short_by_the_client_is_blamed_on_the_client() {
+    let master = FakeMaster::start().await;
+    let proxy = start_proxy(&master).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await
+    .unwrap();
+    // Half-close: the promised 90 other bytes will never come.
+    s.shutdown().await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("the request body ended early"), "{answer}");
+    assert!(
+        !answer.contains("master at"),
+        "not the master's fault: {answer}"
+    );
+}
+
 const BIG: u64 = 256 * 1024 * 1024;
 
 #[tokio::test]

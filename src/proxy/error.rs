@@ -35,6 +35,13 @@ pub enum ProxyError {
         /// The timeout that ran out.
         after: Duration,
     },
+    /// The client's own request body failed (it hung up or sent less than it promised)
+    /// while it was being forwarded: not the master's fault.
+    #[error("the request body ended early ({cause}); the request to the master was abandoned")]
+    ClientBody {
+        /// What went wrong with the body.
+        cause: String,
+    },
     /// The request target could not be mapped onto the master.
     #[error("cannot forward this request target: {0}")]
     BadRequest(String),
@@ -46,12 +53,16 @@ impl ProxyError {
         match self {
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
-    /// A 502 for a failed upstream exchange, with the cause worked out from `err`.
+    /// The error for a failed exchange with the master, with the cause worked out from
+    /// `err`: a 400 when the client's own request body broke, else a 502.
     pub fn upstream(url: &str, err: &(dyn StdError + 'static)) -> Self {
+        if let Some(cause) = client_body_failure(err) {
+            return Self::ClientBody { cause };
+        }
         Self::BadGateway {
             url: url.to_owned(),
             cause: describe(err),
@@ -68,6 +79,22 @@ impl ProxyError {
         );
         resp
     }
+}
+
+/// hyper reports an error from the body it was sending as a "user" error: the body is
+/// the client's, so the client, not the master, broke the exchange.
+fn client_body_failure(err: &(dyn StdError + 'static)) -> Option<String> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_user() {
+                let cause = inner(e).map_or_else(|| h.to_string(), |c| c.to_string());
+                return Some(cause);
+            }
+        }
+        next = inner(e);
+    }
+    None
 }
 
 /// A short cause for an upstream failure, found by walking the error chain (through

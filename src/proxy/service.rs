@@ -136,7 +136,12 @@ pub async fn handle(
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             let err = ProxyError::upstream(&up.url, &e);
-            tracing::warn!(path = %access.target.path(), "{err}");
+            match err {
+                ProxyError::ClientBody { .. } => {
+                    tracing::debug!(path = %access.target.path(), "{err}")
+                }
+                _ => tracing::warn!(path = %access.target.path(), "{err}"),
+            }
             return Ok(local_error(&err, access));
         }
         Err(_) => {
