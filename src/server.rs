@@ -71,9 +71,10 @@ pub async fn serve(
     }
 
     drop(listener);
-    let in_flight = shared.drain.receiver_count();
+    // Every connection (idle keep-alives included) and every tunnel holds a receiver.
+    let open = shared.drain.receiver_count();
     tracing::info!(
-        in_flight,
+        open_connections = open,
         grace_s = grace.as_secs_f64(),
         "shutting down: no longer accepting connections"
     );

@@ -321,6 +321,34 @@ fn home_with_cluster(url: &str, token: Option<&str>) -> (TempDir, PathBuf) {
     (home, root)
 }
 
+/// What [`start_on_cluster`] starts: keep `_home` alive as long as the proxy runs.
+struct OnCluster {
+    master: FakeMaster,
+    _home: TempDir,
+    proxy: Proxy,
+    /// The proxy's address and base URL, known once it listens.
+    addr: SocketAddr,
+    url: String,
+}
+
+/// A fake master, a home with one cluster pointing at it (logged in with `token`), and
+/// the proxy started with `--dcos-dir` on it, `--listen 127.0.0.1:0` and `extra` flags.
+async fn start_on_cluster(token: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> OnCluster {
+    let master = FakeMaster::start().await;
+    let (home, root) = home_with_cluster(&master.url, token);
+    let mut args = vec!["--dcos-dir", s(&root), "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut proxy = Proxy::spawn(home.path(), &args, env);
+    let addr = proxy.addr().await;
+    OnCluster {
+        master,
+        _home: home,
+        proxy,
+        addr,
+        url: format!("http://{addr}"),
+    }
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("temporary paths are UTF-8")
 }
@@ -384,14 +412,12 @@ async fn version_prints_the_crate_version() {
 
 #[tokio::test]
 async fn serves_with_the_token_from_dcos_dir_and_exits_0_on_sigterm() {
-    let master = FakeMaster::start().await;
-    let (home, root) = home_with_cluster(&master.url, Some(VALID));
-    let mut proxy = Proxy::spawn(
-        home.path(),
-        &["--dcos-dir", s(&root), "--listen", "127.0.0.1:0"],
-        &[],
-    );
-    let url = proxy.url().await;
+    let OnCluster {
+        master,
+        mut proxy,
+        url,
+        ..
+    } = start_on_cluster(Some(VALID), &[], &[]).await;
     proxy
         .wait_stderr(&["using DC/OS cluster", "test-cluster", &master.url])
         .await;
@@ -491,14 +517,12 @@ async fn dcos_dir_and_dcos_cluster_come_from_the_environment() {
 
 #[tokio::test]
 async fn not_logged_in_starts_anyway_and_passes_the_masters_401_through() {
-    let master = FakeMaster::start().await;
-    let (home, root) = home_with_cluster(&master.url, None);
-    let mut proxy = Proxy::spawn(
-        home.path(),
-        &["--dcos-dir", s(&root), "--listen", "127.0.0.1:0"],
-        &[],
-    );
-    let url = proxy.url().await;
+    let OnCluster {
+        master,
+        mut proxy,
+        url,
+        ..
+    } = start_on_cluster(None, &[], &[]).await;
     let warning = proxy
         .wait_stderr(&["not logged in: run `dcos auth login`"])
         .await;
@@ -790,13 +814,13 @@ fn secret_parts(token: &str) -> Vec<String> {
 /// Run with `args` and `env`, which must turn on `level` (`TRACE`, `DEBUG`), send
 /// requests carrying secrets and check that none reaches the output.
 async fn assert_secrets_never_logged(args: &[&str], env: &[(&str, &str)], level: &str) {
-    let master = FakeMaster::start().await;
-    let (home, root) = home_with_cluster(&master.url, Some(VALID));
-    let mut all_args = vec!["--dcos-dir", s(&root), "--listen", "127.0.0.1:0"];
-    all_args.extend_from_slice(args);
-    let mut proxy = Proxy::spawn(home.path(), &all_args, env);
-    let addr = proxy.addr().await;
-    let url = format!("http://{addr}");
+    let OnCluster {
+        master,
+        mut proxy,
+        addr,
+        url,
+        ..
+    } = start_on_cluster(Some(VALID), args, env).await;
 
     // No header: the proxy's token is injected.
     let (parts, _) = get(&format!("{url}/secret/none?token={QUERY_SECRET}"), &[]).await;
@@ -896,14 +920,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn access_log_has_one_line_per_request_with_method_path_status_latency_bytes() {
-    let master = FakeMaster::start().await;
-    let (home, root) = home_with_cluster(&master.url, Some(VALID));
-    let mut proxy = Proxy::spawn(
-        home.path(),
-        &["--dcos-dir", s(&root), "--listen", "127.0.0.1:0"],
-        &[],
-    );
-    let url = proxy.url().await;
+    let OnCluster { mut proxy, url, .. } = start_on_cluster(Some(VALID), &[], &[]).await;
 
     let (parts, body) = get(&format!("{url}/x"), &[]).await;
     assert_eq!(parts.status, StatusCode::OK);
@@ -940,14 +957,12 @@ async fn access_log_has_one_line_per_request_with_method_path_status_latency_byt
 
 #[tokio::test]
 async fn access_log_leaves_out_the_query_string() {
-    let master = FakeMaster::start().await;
-    let (home, root) = home_with_cluster(&master.url, Some(VALID));
-    let mut proxy = Proxy::spawn(
-        home.path(),
-        &["--dcos-dir", s(&root), "--listen", "127.0.0.1:0"],
-        &[],
-    );
-    let url = proxy.url().await;
+    let OnCluster {
+        master,
+        mut proxy,
+        url,
+        ..
+    } = start_on_cluster(Some(VALID), &[], &[]).await;
     let target = format!("/service/app/login?token=abc-{QUERY_SECRET}&user=me");
     let (parts, _) = get(&format!("{url}{target}"), &[]).await;
     assert_eq!(parts.status, StatusCode::OK);
@@ -962,21 +977,8 @@ async fn access_log_leaves_out_the_query_string() {
 
 #[tokio::test]
 async fn json_log_format_writes_one_object_per_line() {
-    let master = FakeMaster::start().await;
-    let (home, root) = home_with_cluster(&master.url, Some(VALID));
-    let mut proxy = Proxy::spawn(
-        home.path(),
-        &[
-            "--dcos-dir",
-            s(&root),
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ],
-        &[],
-    );
-    let url = proxy.url().await;
+    let OnCluster { mut proxy, url, .. } =
+        start_on_cluster(Some(VALID), &["--log-format", "json"], &[]).await;
     let (parts, _) = get(&format!("{url}/json-path"), &[]).await;
     assert_eq!(parts.status, StatusCode::OK);
     let line = proxy

@@ -17,15 +17,7 @@ async fn a_ca_bundle_path_verifies_the_master() {
     let pki = test_pki(&["localhost"]);
     let master = FakeMaster::start_tls(pki.server_config.clone()).await;
     let ca = write_ca(&pki);
-    let proxy = start_proxy_with(
-        cluster(
-            &master.url,
-            Some(VALID),
-            SslVerify::CaBundle(ca.path().into()),
-        ),
-        test_settings(),
-    )
-    .await;
+    let proxy = start_proxy_to(&master.url, SslVerify::CaBundle(ca.path().into())).await;
     let (parts, body) = get(&format!("{}/service/marathon/v2/info", proxy.url), &[]).await;
     assert_eq!(parts.status, StatusCode::OK, "{body:?}");
     assert_eq!(
@@ -45,11 +37,7 @@ async fn a_ca_bundle_path_verifies_the_master() {
 async fn the_os_trust_store_does_not_trust_a_private_ca() {
     let pki = test_pki(&["localhost"]);
     let master = FakeMaster::start_tls(pki.server_config.clone()).await;
-    let proxy = start_proxy_with(
-        cluster(&master.url, Some(VALID), SslVerify::System),
-        test_settings(),
-    )
-    .await;
+    let proxy = start_proxy_to(&master.url, SslVerify::System).await;
     let (parts, body) = get(&format!("{}/x", proxy.url), &[]).await;
     assert_eq!(parts.status, StatusCode::BAD_GATEWAY);
     let text = String::from_utf8_lossy(&body);
@@ -71,15 +59,7 @@ async fn the_host_name_is_checked() {
     let pki = test_pki(&["master.other.example"]);
     let master = FakeMaster::start_tls(pki.server_config.clone()).await;
     let ca = write_ca(&pki);
-    let proxy = start_proxy_with(
-        cluster(
-            &master.url,
-            Some(VALID),
-            SslVerify::CaBundle(ca.path().into()),
-        ),
-        test_settings(),
-    )
-    .await;
+    let proxy = start_proxy_to(&master.url, SslVerify::CaBundle(ca.path().into())).await;
     let (parts, body) = get(&format!("{}/x", proxy.url), &[]).await;
     assert_eq!(parts.status, StatusCode::BAD_GATEWAY);
     assert!(
@@ -93,11 +73,7 @@ async fn the_host_name_is_checked() {
 async fn ssl_verify_false_skips_verification() {
     let pki = test_pki(&["master.other.example"]);
     let master = FakeMaster::start_tls(pki.server_config.clone()).await;
-    let proxy = start_proxy_with(
-        cluster(&master.url, Some(VALID), SslVerify::Insecure),
-        test_settings(),
-    )
-    .await;
+    let proxy = start_proxy_to(&master.url, SslVerify::Insecure).await;
     let (parts, _) = get(&format!("{}/x", proxy.url), &[]).await;
     assert_eq!(parts.status, StatusCode::OK);
 }

@@ -539,13 +539,14 @@ pub async fn start_proxy_with(cluster: ClusterConfig, settings: Settings) -> Run
     }
 }
 
+/// Start the proxy in front of the master at `url` with the valid token and `ssl_verify`.
+pub async fn start_proxy_to(url: &str, ssl_verify: SslVerify) -> RunningProxy {
+    start_proxy_with(cluster(url, Some(VALID), ssl_verify), test_settings()).await
+}
+
 /// Start the proxy in front of `master` with the valid token.
 pub async fn start_proxy(master: &FakeMaster) -> RunningProxy {
-    start_proxy_with(
-        cluster(&master.url, Some(VALID), SslVerify::System),
-        test_settings(),
-    )
-    .await
+    start_proxy_to(&master.url, SslVerify::System).await
 }
 
 /// A plain-HTTP client for talking to the proxy.
