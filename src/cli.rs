@@ -45,10 +45,76 @@ Each flag can also be set in the environment (shown as [env: …]) or in a --con
     max_term_width = 100
 )]
 pub struct Cli {
-    /// Address to listen on, e.g. 127.0.0.1:8079 or 127.0.0.1:0 for any free port
-    /// [default: 127.0.0.1:8079]
+    /// Address to listen on: 127.0.0.1:8079, 127.0.0.1:0 for any free port, or
+    /// unix:/path/to/socket (created with mode 0600) [default: 127.0.0.1:8079]
     #[arg(long, value_name = "ADDR", env = "DCOS_TOKEN_PROXY_LISTEN")]
     pub listen: Option<String>,
+
+    /// Allow a non-loopback --listen address such as 0.0.0.0:8079 (e.g. in a container):
+    /// anyone who can reach it acts as you on the cluster [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", env = "DCOS_TOKEN_PROXY_ALLOW_REMOTE")]
+    pub allow_remote: Option<bool>,
+
+    /// Host header values accepted, comma-separated: exact names or *.domain, each
+    /// optionally with :PORT; replaces the default
+    /// [default: localhost,127.0.0.1,[::1],*.localhost]
+    #[arg(
+        long,
+        value_name = "HOSTS",
+        value_delimiter = ',',
+        env = "DCOS_TOKEN_PROXY_ALLOWED_HOSTS"
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Browser origins (scheme://host:port) whose pages may use the proxy,
+    /// comma-separated [default: the proxy's own http://localhost:PORT,
+    /// http://127.0.0.1:PORT and http://[::1]:PORT]
+    #[arg(
+        long,
+        value_name = "ORIGINS",
+        value_delimiter = ',',
+        env = "DCOS_TOKEN_PROXY_ALLOWED_ORIGINS"
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Require a random per-session path secret: clients must use the base URL printed
+    /// at startup, http://127.0.0.1:8079/<secret>/ (give your own in
+    /// DCOS_TOKEN_PROXY_PATH_SECRET or --path-secret-file)
+    #[arg(long)]
+    pub path_secret: bool,
+
+    /// Read the path secret from FILE (at least 16 of A-Z a-z 0-9 - . _ ~)
+    #[arg(long, value_name = "FILE", env = "DCOS_TOKEN_PROXY_PATH_SECRET_FILE")]
+    pub path_secret_file: Option<PathBuf>,
+
+    /// Forward only GET, HEAD and OPTIONS (no WebSocket upgrades) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", env = "DCOS_TOKEN_PROXY_READ_ONLY")]
+    pub read_only: Option<bool>,
+
+    /// Refuse paths matching this regular expression, anchored at both ends (repeat
+    /// for more), e.g. --deny-path '/mesos/.*'
+    #[arg(long, value_name = "REGEX", env = "DCOS_TOKEN_PROXY_DENY_PATH")]
+    pub deny_path: Vec<String>,
+
+    /// Refuse these methods, comma-separated, e.g. DELETE,PUT
+    #[arg(
+        long,
+        value_name = "METHODS",
+        value_delimiter = ',',
+        env = "DCOS_TOKEN_PROXY_DENY_METHODS"
+    )]
+    pub deny_methods: Vec<String>,
+
+    /// The most client connections served at once; more wait [default: 1024]
+    #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// The largest request head (request line + headers) in bytes; larger gets 431
+    /// [default: 65536]
+    #[arg(long, value_name = "BYTES", env = "DCOS_TOKEN_PROXY_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
 
     /// DC/OS CLI directory [default: $DCOS_DIR, else ~/.dcos]
     #[arg(long, value_name = "DIR", env = "DCOS_TOKEN_PROXY_DCOS_DIR")]
@@ -88,7 +154,8 @@ pub struct Cli {
           env = "DCOS_TOKEN_PROXY_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<Duration>,
 
-    /// Time a client may take to send request headers [default: 30s]
+    /// Time a client may take to send request headers; also how long an idle keep-alive
+    /// connection stays open [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
           env = "DCOS_TOKEN_PROXY_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Option<Duration>,

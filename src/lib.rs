@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod dcos;
 pub mod env;
+pub mod listener;
 pub mod logging;
 pub mod proxy;
 pub mod server;
@@ -25,9 +26,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
+use crate::listener::{Listener, UnixSocketError};
+use crate::proxy::guard::Guard;
 use crate::proxy::service::Shared;
 use crate::proxy::upstream::{Upstream, UpstreamError};
-use crate::settings::Settings;
+use crate::settings::{ListenAddr, Settings};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,9 @@ pub enum StartError {
         /// The bound address.
         addr: SocketAddr,
     },
+    /// The Unix socket could not be created.
+    #[error(transparent)]
+    Unix(#[from] UnixSocketError),
     /// The upstream (TLS, CA bundle) could not be set up.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -63,8 +69,9 @@ pub enum StartError {
 /// A bound, ready-to-serve proxy.
 #[derive(Debug)]
 pub struct Proxy {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    listener: Listener,
+    /// The TCP address actually bound; `None` on a Unix socket.
+    local_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     settings: Settings,
 }
@@ -73,26 +80,54 @@ impl Proxy {
     /// Set up the upstream for `cluster` and bind the listen address.
     pub async fn bind(settings: &Settings, cluster: &ClusterConfig) -> Result<Self, StartError> {
         let upstream = Upstream::new(cluster, settings)?;
-        let addr = settings.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|error| StartError::Bind { addr, error })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|error| StartError::Bind { addr, error })?;
-        if points_at(&cluster.dcos_url, local_addr) {
-            return Err(StartError::Loop {
-                url: upstream.url.clone(),
-                addr: local_addr,
-            });
-        }
+        let (listener, local_addr) = match &settings.listen {
+            ListenAddr::Tcp(addr) => {
+                let addr = *addr;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| StartError::Bind { addr, error })?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|error| StartError::Bind { addr, error })?;
+                if points_at(&cluster.dcos_url, local) {
+                    return Err(StartError::Loop {
+                        url: upstream.url.clone(),
+                        addr: local,
+                    });
+                }
+                (Listener::Tcp(listener), Some(local))
+            }
+            #[cfg(unix)]
+            ListenAddr::Unix(path) => (listener::bind_unix(path)?, None),
+            #[cfg(not(unix))]
+            ListenAddr::Unix(path) => {
+                return Err(StartError::Unix(UnixSocketError::Io {
+                    path: path.clone(),
+                    error: std::io::Error::other("Unix sockets need a Unix system"),
+                }));
+            }
+        };
         announce(cluster, &upstream);
+        if let Some(addr) = local_addr.filter(|a| !a.ip().to_canonical().is_loopback()) {
+            tracing::warn!(
+                listen = %addr,
+                allowed_hosts = %settings.policy.allowed_hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                "listening beyond loopback (--allow-remote): anyone who can reach this address \
+                 acts as you on the cluster; clients must use a host name in allowed_hosts"
+            );
+        }
+        let fallback_host = match local_addr {
+            Some(a) => server::host_value(a),
+            None => http::HeaderValue::from_static("localhost"),
+        };
+        let guard = Guard::new(&settings.policy, local_addr.map(|a| a.port()));
         let shared = Shared::new(
             upstream,
             settings.client_auth,
             settings.response_timeout,
-            server::host_value(local_addr),
-        );
+            fallback_host,
+        )
+        .with_guard(guard);
         Ok(Self {
             listener,
             local_addr,
@@ -101,23 +136,45 @@ impl Proxy {
         })
     }
 
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The TCP address actually bound (useful with port 0); `None` on a Unix socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 
+    /// What to tell the user once, at startup: `http://ADDR` (plus `/<secret>/` with a
+    /// path secret), or `unix:/path` (plus the base URL to use over it). This is the
+    /// only place the path secret is ever printed.
+    pub fn base_url(&self) -> String {
+        let secret = self
+            .settings
+            .policy
+            .path_secret
+            .as_ref()
+            .map(|s| format!("/{}/", s.expose()));
+        match (self.local_addr, &self.settings.listen) {
+            (Some(addr), _) => format!("http://{addr}{}", secret.unwrap_or_default()),
+            (None, listen) => match secret {
+                Some(secret) => format!("{listen} (base URL http://localhost{secret})"),
+                None => listen.to_string(),
+            },
+        }
+    }
+
     /// Serve until `shutdown` resolves, then let in-flight requests finish within the
-    /// grace period.
+    /// grace period. A Unix socket file is removed on return.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        tracing::info!(listen = %self.local_addr, "proxy ready");
-        server::serve(
-            self.listener,
-            self.shared,
-            self.settings.header_read_timeout,
-            self.settings.shutdown_grace,
-            shutdown,
-        )
-        .await;
+        let listen = match self.local_addr {
+            Some(a) => a.to_string(),
+            None => self.settings.listen.to_string(),
+        };
+        tracing::info!(%listen, "proxy ready");
+        let limits = server::Limits {
+            header_read_timeout: self.settings.header_read_timeout,
+            max_header_bytes: self.settings.max_header_bytes,
+            max_connections: self.settings.max_connections,
+            grace: self.settings.shutdown_grace,
+        };
+        server::serve(self.listener, self.shared, limits, shutdown).await;
     }
 }
 

@@ -43,10 +43,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // drains instead of killing.
         let shutdown = server::shutdown_signal().context("cannot install signal handlers")?;
         let proxy = Proxy::bind(&settings, &cluster).await?;
-        println!(
-            "dcos-token-proxy listening on http://{}",
-            proxy.local_addr()
-        );
+        // The one place the path secret, if any, is shown.
+        println!("dcos-token-proxy listening on {}", proxy.base_url());
         proxy.serve(shutdown).await;
         Ok(())
     })

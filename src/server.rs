@@ -1,9 +1,16 @@
 //! Listening, serving connections, and graceful shutdown.
 //!
-//! Each accepted TCP connection is served by hyper's HTTP/1.1 server with upgrades
-//! enabled and a header read timeout. Shutdown stops accepting at once, asks every
-//! connection to finish its in-flight request and close, waits up to the grace period
-//! (tunnels included), then returns.
+//! Each accepted connection (TCP or Unix socket) is served by hyper's HTTP/1.1 server
+//! with upgrades enabled and these limits:
+//! - a header read timeout, which hyper starts whenever a connection waits for a request
+//!   head and does not extend while bytes trickle in (slowloris); it also closes idle
+//!   keep-alive connections;
+//! - a maximum request-head size (hyper answers 431 above it);
+//! - a maximum number of connections served at once: the accept loop waits for a free
+//!   slot (the kernel's backlog holds the rest), and stops waiting at shutdown.
+//!
+//! Shutdown stops accepting at once, asks every connection to finish its in-flight
+//! request and close, waits up to the grace period (tunnels included), then returns.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,29 +21,69 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use crate::listener::{Listener, Peer};
 use crate::proxy::service::{Shared, handle};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serve `listener` until `shutdown` resolves, then drain for at most `grace`.
+/// Connection limits and timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time to receive a request head; also the idle keep-alive timeout.
+    pub header_read_timeout: Duration,
+    /// The largest request head, in bytes (at least 8192).
+    pub max_header_bytes: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time given to in-flight requests at shutdown.
+    pub grace: Duration,
+}
+
+/// Serve `listener` until `shutdown` resolves, then drain for at most `limits.grace`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     shared: Arc<Shared>,
-    header_read_timeout: Duration,
-    grace: Duration,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let grace = limits.grace;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     let mut shutdown = pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut at_limit = false;
 
     loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                at_limit = false;
+                p
+            }
+            Err(_) => {
+                if !at_limit {
+                    at_limit = true;
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait until one closes \
+                         (raise max_connections / --max-connections if this is expected)"
+                    );
+                }
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -48,7 +95,6 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
         let mut drain = shared.drain.subscribe();
         let svc_shared = shared.clone();
         let service = service_fn(move |req| handle(svc_shared.clone(), req));
@@ -67,6 +113,7 @@ pub async fn serve(
             if let Err(e) = result {
                 log_connection_error(peer, &e);
             }
+            drop(permit);
         });
     }
 
@@ -88,9 +135,12 @@ pub async fn serve(
     }
 }
 
-fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
+fn log_connection_error(peer: Peer, e: &hyper::Error) {
     if e.is_timeout() {
-        tracing::debug!(%peer, "client took too long to send request headers; connection closed");
+        tracing::debug!(
+            %peer,
+            "client sent no complete request head within header_read_timeout; connection closed"
+        );
     } else if e.is_parse() {
         tracing::debug!(%peer, error = %e, "malformed request; answered 400 and closed");
     } else {

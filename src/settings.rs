@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::cli::Cli;
 use crate::dcos::config::DiscoverOptions;
 use crate::env::Env;
+use crate::proxy::guard::{DenyPaths, PathSecret, Policy};
 
 /// Default listen address: loopback only, port 8079.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8079);
@@ -25,8 +26,23 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may run on after SIGINT/SIGTERM before the proxy exits.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// How long a client may take to send a request's headers (slowloris defence).
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's headers (slowloris defence). hyper
+/// starts this timer whenever a connection waits for a request head, so it is also how
+/// long an idle keep-alive connection stays open.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most client connections served at once; more wait in the kernel's backlog until
+/// one closes. High for a local proxy: browsers open 6 per host, dashboards a few more.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The largest request head (request line and headers) accepted; larger gets 431.
+/// A DC/OS token is about 1 KiB, so this leaves room for big cookies.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The smallest `max_header_bytes` hyper accepts.
+pub const MIN_MAX_HEADER_BYTES: usize = 8192;
+/// Environment variable that holds a path secret's value (never a flag: flags show in
+/// `ps`).
+pub const ENV_PATH_SECRET: &str = "DCOS_TOKEN_PROXY_PATH_SECRET";
+/// The largest path-secret file read.
+const MAX_SECRET_FILE: u64 = 4096;
 /// How long an idle pooled connection to the master is kept.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Log filter used when neither `-v`, `RUST_LOG` nor `log.level` says otherwise.
@@ -67,8 +83,28 @@ pub struct FileSettings {
     pub client_auth: Option<ClientAuth>,
     /// `shutdown_grace`: e.g. "30s".
     pub shutdown_grace: Option<DurationSetting>,
-    /// `header_read_timeout`: e.g. "30s".
+    /// `header_read_timeout`: e.g. "10s".
     pub header_read_timeout: Option<DurationSetting>,
+    /// `allow_remote`: permit a non-loopback `listen` address.
+    pub allow_remote: Option<bool>,
+    /// `allowed_hosts`: `Host` patterns.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// `allowed_origins`: browser origins.
+    pub allowed_origins: Option<Vec<String>>,
+    /// `path_secret`: generate a path secret.
+    pub path_secret: Option<bool>,
+    /// `path_secret_file`: read the path secret from this file.
+    pub path_secret_file: Option<PathBuf>,
+    /// `read_only`: pass only GET, HEAD and OPTIONS.
+    pub read_only: Option<bool>,
+    /// `deny_paths`: anchored regexes.
+    pub deny_paths: Option<Vec<String>>,
+    /// `deny_methods`: methods refused.
+    pub deny_methods: Option<Vec<String>>,
+    /// `max_connections`.
+    pub max_connections: Option<usize>,
+    /// `max_header_bytes`.
+    pub max_header_bytes: Option<usize>,
     /// `[dcos]` table.
     #[serde(default)]
     pub dcos: DcosSection,
@@ -156,18 +192,66 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Parse a listen address: `IP:PORT`, `[IPv6]:PORT`, or `localhost:PORT`.
-pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+/// Where to listen: a TCP address or a Unix socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `IP:PORT`.
+    Tcp(SocketAddr),
+    /// `unix:/path`.
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Whether only this machine can connect: a loopback IP or a Unix socket.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Self::Tcp(a) => a.ip().to_canonical().is_loopback(),
+            Self::Unix(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => a.fmt(f),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_listen(s)
+    }
+}
+
+/// Parse a listen address: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` or `unix:/path`.
+pub fn parse_listen(text: &str) -> Result<ListenAddr, String> {
     let t = text.trim();
+    if let Some(path) = t.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(format!(
+                "invalid listen address {text:?}: expected unix:/path/to/socket"
+            ));
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
     if let Some(port) = t.strip_prefix("localhost:") {
         let port: u16 = port
             .parse()
             .map_err(|_| format!("invalid listen address {text:?}: bad port {port:?}"))?;
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        return Ok(ListenAddr::Tcp(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port,
+        )));
     }
-    t.parse().map_err(|_| {
+    t.parse().map(ListenAddr::Tcp).map_err(|_| {
         format!(
-            "invalid listen address {text:?}: expected IP:PORT, e.g. 127.0.0.1:8079 or [::1]:8079"
+            "invalid listen address {text:?}: expected IP:PORT, e.g. 127.0.0.1:8079 or \
+             [::1]:8079, or unix:/path/to/socket"
         )
     })
 }
@@ -215,7 +299,15 @@ pub enum SettingsError {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Address to listen on.
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
+    /// A non-loopback `listen` address was allowed deliberately.
+    pub allow_remote: bool,
+    /// Which requests may pass: Host, Origin, path secret, filters.
+    pub policy: Policy,
+    /// The most client connections served at once.
+    pub max_connections: usize,
+    /// The largest request head accepted.
+    pub max_header_bytes: usize,
     /// Client `Authorization` policy.
     pub client_auth: ClientAuth,
     /// Grace period for in-flight requests at shutdown.
@@ -237,7 +329,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN,
+            listen: ListenAddr::Tcp(DEFAULT_LISTEN),
+            allow_remote: false,
+            policy: Policy::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             client_auth: ClientAuth::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -337,6 +433,49 @@ impl Settings {
             ));
         }
 
+        s.allow_remote = cli.allow_remote.or(file.allow_remote).unwrap_or(false);
+        if !s.listen.is_local() && !s.allow_remote {
+            let origin = if cli.listen.is_some() {
+                "--listen"
+            } else {
+                "settings key `listen`"
+            };
+            return Err(invalid(
+                origin,
+                format!(
+                    "{} is not a loopback address: anyone who can reach it would act as you \
+                     on the cluster. Listen on 127.0.0.1 (the default) or a unix: socket, or \
+                     pass --allow-remote (allow_remote = true) to allow it deliberately, and \
+                     list the host names clients use with --allowed-hosts",
+                    s.listen
+                ),
+            ));
+        }
+        s.policy = resolve_policy(cli, file, env)?;
+        s.max_connections = cli
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if s.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        s.max_header_bytes = cli
+            .max_header_bytes
+            .or(file.max_header_bytes)
+            .unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+        if s.max_header_bytes < MIN_MAX_HEADER_BYTES {
+            return Err(invalid(
+                "max_header_bytes",
+                format!("must be at least {MIN_MAX_HEADER_BYTES}"),
+            ));
+        }
+        if s.header_read_timeout.is_zero() {
+            return Err(invalid(
+                "header_read_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+
         // Verbosity: -v/-q beat RUST_LOG, which beats log.level.
         s.log_filter = match (cli.verbose, cli.quiet) {
             (0, 0) => env
@@ -363,6 +502,83 @@ impl Settings {
         };
         Ok(s)
     }
+}
+
+/// The guard settings: lists replace the defaults (flags > file), the path secret comes
+/// from `--path-secret-file`, else `DCOS_TOKEN_PROXY_PATH_SECRET`, else is generated with
+/// `--path-secret` / `path_secret = true`.
+fn resolve_policy(cli: &Cli, file: &FileSettings, env: &Env) -> Result<Policy, SettingsError> {
+    let from_guard = |e: crate::proxy::guard::PolicyError| invalid(e.key, e.message);
+    let mut p = Policy::default();
+    if let Some(list) = pick_list(&cli.allowed_hosts, &file.allowed_hosts) {
+        if list.is_empty() {
+            return Err(invalid(
+                "allowed_hosts",
+                "the list is empty: no request could pass; leave it out for the loopback defaults"
+                    .into(),
+            ));
+        }
+        p.allowed_hosts = Policy::hosts(list).map_err(from_guard)?;
+    }
+    if let Some(list) = pick_list(&cli.allowed_origins, &file.allowed_origins) {
+        p.allowed_origins = Some(Policy::origins(list).map_err(from_guard)?);
+    }
+    if let Some(list) = pick_list(&cli.deny_methods, &file.deny_methods) {
+        p.deny_methods = Policy::methods(list).map_err(from_guard)?;
+    }
+    if let Some(list) = pick_list(&cli.deny_path, &file.deny_paths) {
+        if !list.is_empty() {
+            p.deny_paths = Some(DenyPaths::new(list).map_err(from_guard)?);
+        }
+    }
+    p.read_only = cli.read_only.or(file.read_only).unwrap_or(false);
+
+    let secret_file = cli
+        .path_secret_file
+        .as_ref()
+        .map(|f| (f, "--path-secret-file"))
+        .or(file
+            .path_secret_file
+            .as_ref()
+            .map(|f| (f, "settings key `path_secret_file`")));
+    p.path_secret = if let Some((path, origin)) = secret_file {
+        Some(read_secret_file(path, origin)?)
+    } else if let Some(value) = env.get(ENV_PATH_SECRET) {
+        Some(PathSecret::new(value, ENV_PATH_SECRET).map_err(from_guard)?)
+    } else if cli.path_secret || file.path_secret == Some(true) {
+        Some(PathSecret::generate().map_err(from_guard)?)
+    } else {
+        None
+    };
+    Ok(p)
+}
+
+fn pick_list<'a>(flag: &'a [String], file: &'a Option<Vec<String>>) -> Option<&'a [String]> {
+    if flag.is_empty() {
+        file.as_deref()
+    } else {
+        Some(flag)
+    }
+}
+
+fn read_secret_file(path: &Path, origin: &'static str) -> Result<PathSecret, SettingsError> {
+    let read_err = |error| SettingsError::Read {
+        path: path.to_owned(),
+        error,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if meta.len() > MAX_SECRET_FILE {
+        return Err(invalid(
+            origin,
+            format!(
+                "{} is larger than 4 KiB: it is not a path secret",
+                path.display()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    PathSecret::new(&text, origin)
+        .map_err(|e| invalid(e.key, format!("{}: {}", path.display(), e.message)))
 }
 
 fn pick_duration(slot: &mut Duration, flag: Option<Duration>, file: Option<DurationSetting>) {
@@ -416,20 +632,41 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
+        assert_eq!(
+            parse_listen("127.0.0.1:0").unwrap(),
+            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
+        );
         assert_eq!(
             parse_listen("localhost:9000").unwrap(),
-            "127.0.0.1:9000".parse().unwrap()
+            ListenAddr::Tcp("127.0.0.1:9000".parse().unwrap())
         );
-        assert!(parse_listen("[::1]:8079").unwrap().is_ipv6());
+        assert!(parse_listen("[::1]:8079").unwrap().is_local());
+        assert!(!parse_listen("0.0.0.0:8079").unwrap().is_local());
+        assert!(!parse_listen("[::]:8079").unwrap().is_local());
+        assert!(parse_listen("[::ffff:127.0.0.1]:8079").unwrap().is_local());
+        assert_eq!(
+            parse_listen("unix:/run/p.sock").unwrap(),
+            ListenAddr::Unix("/run/p.sock".into())
+        );
+        assert_eq!(
+            parse_listen("unix:/run/p.sock").unwrap().to_string(),
+            "unix:/run/p.sock"
+        );
+        assert!(parse_listen("unix:").is_err());
         assert!(parse_listen("8079").unwrap_err().contains("IP:PORT"));
     }
 
     #[test]
     fn defaults_apply_without_file_or_flags() {
         let s = Settings::resolve(&cli(&[]), &FileSettings::default(), &Env::default()).unwrap();
-        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert_eq!(s.listen, ListenAddr::Tcp(DEFAULT_LISTEN));
         assert_eq!(s.client_auth, ClientAuth::Keep);
+        assert_eq!(s.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(s.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(s.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        assert!(!s.allow_remote);
+        assert!(s.policy.path_secret.is_none());
+        assert!(!s.policy.read_only);
         assert_eq!(s.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
         assert_eq!(s.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(s.log_format, LogFormat::Text);
@@ -457,7 +694,7 @@ mod tests {
         .unwrap();
         let env = Env::from_pairs([("HOME", "/home/u")]);
         let s = Settings::resolve(&cli(&[]), &file, &env).unwrap();
-        assert_eq!(s.listen.port(), 7000);
+        assert_eq!(s.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(s.client_auth, ClientAuth::Replace);
         assert_eq!(s.response_timeout, Duration::from_secs(5));
         assert_eq!(s.log_format, LogFormat::Json);
@@ -483,7 +720,7 @@ mod tests {
         ]);
         let env = Env::from_pairs([("HOME", "/home/u"), ("RUST_LOG", "error")]);
         let s = Settings::resolve(&flags, &file, &env).unwrap();
-        assert_eq!(s.listen.port(), 0);
+        assert_eq!(s.listen.to_string(), "127.0.0.1:0");
         assert_eq!(s.client_auth, ClientAuth::Keep);
         assert_eq!(s.response_timeout, Duration::from_millis(250));
         assert_eq!(s.log_format, LogFormat::Text);
@@ -537,7 +774,132 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dcos-token-proxy.toml");
         let file = FileSettings::load(&path).unwrap();
         let s = Settings::resolve(&cli(&[]), &file, &Env::default()).unwrap();
-        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert_eq!(s.listen, ListenAddr::Tcp(DEFAULT_LISTEN));
         assert_eq!(s.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+        assert_eq!(s.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(s.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(s.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        assert_eq!(
+            s.policy.allowed_hosts,
+            Policy::default().allowed_hosts,
+            "the example lists the default hosts"
+        );
+    }
+
+    #[test]
+    fn a_non_loopback_listen_address_needs_allow_remote() {
+        let err = Settings::resolve(
+            &cli(&["--listen", "0.0.0.0:8079"]),
+            &FileSettings::default(),
+            &Env::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("--listen"), "{err}");
+        assert!(err.contains("--allow-remote"), "{err}");
+        let s = Settings::resolve(
+            &cli(&["--listen", "0.0.0.0:8079", "--allow-remote"]),
+            &FileSettings::default(),
+            &Env::default(),
+        )
+        .unwrap();
+        assert!(s.allow_remote);
+        let file = FileSettings::parse(
+            Path::new("t.toml"),
+            "listen = \"[::]:1\"\nallow_remote = true\n",
+        )
+        .unwrap();
+        assert!(Settings::resolve(&cli(&[]), &file, &Env::default()).is_ok());
+        // The environment (clap fills the flag from it) beats the file.
+        assert!(
+            Settings::resolve(&cli(&["--allow-remote=false"]), &file, &Env::default()).is_err()
+        );
+    }
+
+    #[test]
+    fn guard_settings_are_validated_and_name_their_key() {
+        let file = FileSettings::parse(
+            Path::new("t.toml"),
+            r#"
+            allowed_hosts = ["proxy.internal", "*.svc"]
+            allowed_origins = ["http://localhost:3000"]
+            read_only = true
+            deny_paths = ["/mesos/.*", "/a{1,3}"]
+            deny_methods = ["delete"]
+            max_connections = 10
+            max_header_bytes = 9000
+            "#,
+        )
+        .unwrap();
+        let s = Settings::resolve(&cli(&[]), &file, &Env::default()).unwrap();
+        assert!(s.policy.read_only);
+        assert_eq!(s.policy.allowed_hosts.len(), 2);
+        assert_eq!(s.policy.deny_methods, [http::Method::DELETE]);
+        assert_eq!(s.max_connections, 10);
+        assert_eq!(s.max_header_bytes, 9000);
+
+        let bad = |text: &str, args: &[&str]| {
+            let file = FileSettings::parse(Path::new("t.toml"), text).unwrap();
+            Settings::resolve(&cli(args), &file, &Env::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("deny_paths = [\"/ok\", \"/bad(\"]\n", &[]);
+        assert!(
+            e.starts_with("deny_paths") && e.contains("\"/bad(\""),
+            "{e}"
+        );
+        let e = bad("", &["--deny-path", "*"]);
+        assert!(e.starts_with("deny_paths") && e.contains("\"*\""), "{e}");
+        let e = bad("allowed_hosts = [\"*\"]\n", &[]);
+        assert!(e.starts_with("allowed_hosts"), "{e}");
+        let e = bad("allowed_hosts = []\n", &[]);
+        assert!(e.starts_with("allowed_hosts"), "{e}");
+        let e = bad("allowed_origins = [\"localhost\"]\n", &[]);
+        assert!(e.starts_with("allowed_origins"), "{e}");
+        let e = bad("max_header_bytes = 100\n", &[]);
+        assert!(e.starts_with("max_header_bytes"), "{e}");
+        let e = bad("max_connections = 0\n", &[]);
+        assert!(e.starts_with("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn path_secret_sources() {
+        let none = FileSettings::default();
+        let s = Settings::resolve(&cli(&["--path-secret"]), &none, &Env::default()).unwrap();
+        assert_eq!(s.policy.path_secret.unwrap().expose().len(), 64);
+
+        let env = Env::from_pairs([(ENV_PATH_SECRET, "from-the-environment-1")]);
+        let s = Settings::resolve(&cli(&[]), &none, &env).unwrap();
+        assert_eq!(
+            s.policy.path_secret.as_ref().unwrap().expose(),
+            "from-the-environment-1"
+        );
+        assert!(!format!("{s:?}").contains("from-the-environment-1"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "from-a-file-0123456789\n").unwrap();
+        let s = Settings::resolve(
+            &cli(&["--path-secret-file", f.to_str().unwrap()]),
+            &none,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            s.policy.path_secret.unwrap().expose(),
+            "from-a-file-0123456789",
+            "the file beats the environment"
+        );
+
+        let e = Settings::resolve(
+            &cli(&[]),
+            &none,
+            &Env::from_pairs([(ENV_PATH_SECRET, "short")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with(ENV_PATH_SECRET), "{e}");
+        assert!(!e.contains("short\""), "the value is not shown: {e}");
     }
 }

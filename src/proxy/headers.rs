@@ -171,10 +171,23 @@ impl MasterOrigin {
         location: &HeaderValue,
         client_host: &str,
     ) -> Option<HeaderValue> {
+        self.rewrite_location_under(location, client_host, "")
+    }
+
+    /// [`Self::rewrite_location`] for clients that put `client_prefix` (the path secret,
+    /// `/<secret>`, or empty) before every path: the rewritten location gets it too, so
+    /// that following the redirect passes the guard. An absolute-path location then
+    /// needs rewriting as well.
+    pub fn rewrite_location_under(
+        &self,
+        location: &HeaderValue,
+        client_host: &str,
+        client_prefix: &str,
+    ) -> Option<HeaderValue> {
         let text = location.to_str().ok()?;
         let rest = if text.starts_with('/') && !text.starts_with("//") {
             // An absolute path on the master: only its prefix needs to go.
-            if self.prefix.is_empty() {
+            if self.prefix.is_empty() && client_prefix.is_empty() {
                 return None;
             }
             text
@@ -204,7 +217,10 @@ impl MasterOrigin {
         } else {
             path.to_owned()
         };
-        HeaderValue::from_str(&format!("http://{client_host}{path}")).ok()
+        let mut value =
+            HeaderValue::from_str(&format!("http://{client_host}{client_prefix}{path}")).ok()?;
+        value.set_sensitive(!client_prefix.is_empty());
+        Some(value)
     }
 }
 
@@ -371,6 +387,25 @@ mod tests {
         );
         assert_eq!(loc(&o, "/relative/path"), None, "already relative");
         assert_eq!(loc(&o, "not a url at all"), None);
+    }
+
+    #[test]
+    fn location_gets_the_clients_path_secret() {
+        let o = origin("https://master.example", "");
+        let at = |v: &str| {
+            o.rewrite_location_under(&HeaderValue::from_str(v).unwrap(), "localhost:8079", "/s3")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            at("https://master.example/v2/events?a=%2F").as_deref(),
+            Some("http://localhost:8079/s3/v2/events?a=%2F")
+        );
+        assert_eq!(
+            at("/v2/events").as_deref(),
+            Some("http://localhost:8079/s3/v2/events")
+        );
+        assert_eq!(at("https://other.example/x"), None);
+        assert_eq!(at("relative"), None);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The request pipeline, read top to bottom: load the current upstream snapshot, map the
+//! The request pipeline, read top to bottom: let the [`Guard`] refuse or admit the
+//! request (nothing refused is ever forwarded), load the current upstream snapshot, map the
 //! target onto the master, fix the headers, forward with a response-header timeout, and
 //! stream the answer back (or tunnel it, after `101 Switching Protocols`).
 //!
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 
 use super::body::{AccessLog, ResponseBody};
 use super::error::ProxyError;
+use super::guard::Guard;
 use super::headers::{apply_authorization, restore_upgrade, strip_hop_by_hop, upgrade_request};
 use super::upgrade::tunnel;
 use super::upstream::Upstream;
@@ -40,6 +42,8 @@ pub struct Shared {
     pub drain: watch::Sender<()>,
     /// The host to put in rewritten `Location`s when a client sent no `Host`.
     pub fallback_host: HeaderValue,
+    /// Which requests may pass (Host, Origin, path secret, filters).
+    pub guard: Guard,
     login_hint: RateLimit,
 }
 
@@ -94,8 +98,14 @@ impl Shared {
             response_timeout,
             drain: watch::channel(()).0,
             fallback_host,
+            guard: Guard::default(),
             login_hint: RateLimit::new(LOGIN_HINT_INTERVAL),
         }
+    }
+
+    /// The same, admitting requests by `guard` (instead of the loopback default).
+    pub fn with_guard(self, guard: Guard) -> Self {
+        Self { guard, ..self }
     }
 }
 
@@ -105,7 +115,8 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
-    let up = shared.upstream.load_full();
+    // First, before anything is forwarded. Afterwards the target holds no path secret.
+    let admitted = shared.guard.check(&mut req);
     let access = AccessLog {
         method: req.method().clone(),
         target: req.uri().clone(),
@@ -113,6 +124,11 @@ pub async fn handle(
         started,
         latency: Duration::ZERO,
     };
+    if let Err(refusal) = admitted {
+        tracing::debug!(path = %access.target.path(), "refused: {refusal}");
+        return Ok(local_response(refusal.to_response(), access));
+    }
+    let up = shared.upstream.load_full();
 
     let client_version = req.version();
     let upgrade = upgrade_request(req.headers());
@@ -196,7 +212,8 @@ pub async fn handle(
             .unwrap_or(&shared.fallback_host)
             .to_str()
             .ok();
-        if let Some(new) = host.and_then(|h| up.origin.rewrite_location(loc, h)) {
+        let prefix = shared.guard.client_prefix();
+        if let Some(new) = host.and_then(|h| up.origin.rewrite_location_under(loc, h, prefix)) {
             parts.headers.insert(header::LOCATION, new);
         }
     }
@@ -233,7 +250,11 @@ fn with_status(mut log: AccessLog, status: StatusCode) -> AccessLog {
 }
 
 fn local_error(err: &ProxyError, log: AccessLog) -> Response<ResponseBody> {
-    let (parts, bytes) = err.to_response().into_parts();
+    local_response(err.to_response(), log)
+}
+
+fn local_response(resp: Response<bytes::Bytes>, log: AccessLog) -> Response<ResponseBody> {
+    let (parts, bytes) = resp.into_parts();
     let log = AccessLog {
         status: parts.status,
         latency: log.started.elapsed(),

@@ -526,7 +526,7 @@ pub async fn start_proxy_with(cluster: ClusterConfig, settings: Settings) -> Run
     let proxy = Proxy::bind(&settings, &cluster)
         .await
         .expect("proxy starts");
-    let addr = proxy.local_addr();
+    let addr = proxy.local_addr().expect("a TCP test proxy");
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(proxy.serve(async move {
         let _ = rx.await;

@@ -1,0 +1,310 @@
+//! Where the proxy listens: a TCP address or a Unix socket, behind one type.
+//!
+//! A Unix socket is created with mode 0600 and never exists with looser permissions:
+//! it is bound inside a fresh 0700 directory next to the final path, restricted to
+//! 0600, then renamed into place (which also replaces a stale socket atomically). A
+//! path that is not a socket, or a socket something still answers on, is refused. The
+//! socket file is removed when the listener is dropped, if it is still ours.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+#[cfg(unix)]
+use tokio::net::{UnixListener, UnixStream};
+
+/// Why a Unix socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UnixSocketError {
+    /// The path exists and is not a socket: never delete someone's file.
+    #[error(
+        "cannot listen on unix:{}: the path exists and is not a socket; remove it or pick another path",
+        path.display()
+    )]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Something still accepts connections on the socket.
+    #[error(
+        "cannot listen on unix:{}: another process is listening on it; stop it or pick another path",
+        path.display()
+    )]
+    InUse {
+        /// The path.
+        path: PathBuf,
+    },
+    /// An I/O error while creating the socket.
+    #[error("cannot listen on unix:{}: {error}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error (part of the message, not repeated as `source()`).
+        error: io::Error,
+    },
+}
+
+/// A bound listener.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix socket and the file it owns.
+    #[cfg(unix)]
+    Unix(UnixListener, SocketFile),
+}
+
+/// Who connected, for logs.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A Unix-socket peer (unnamed).
+    Unix,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(a) => a.fmt(f),
+            Self::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+impl Listener {
+    /// Accept one connection.
+    pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Self::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), Peer::Tcp(peer)))
+            }
+            #[cfg(unix)]
+            Self::Unix(l, _) => {
+                let (s, _) = l.accept().await?;
+                Ok((Stream::Unix(s), Peer::Unix))
+            }
+        }
+    }
+}
+
+/// The socket file of a Unix listener, removed on drop if it is still the one we
+/// created (same device and inode).
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(unix)]
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.id => {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the socket file");
+                }
+            }
+            // Replaced or removed by someone else: not ours to delete.
+            _ => {}
+        }
+    }
+}
+
+/// Bind a Unix socket at `path` with mode 0600 (see the module docs).
+#[cfg(unix)]
+pub fn bind_unix(path: &Path) -> Result<Listener, UnixSocketError> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+
+    let io_err = |error| UnixSocketError::Io {
+        path: path.to_owned(),
+        error,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(UnixSocketError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(UnixSocketError::InUse {
+                    path: path.to_owned(),
+                });
+            }
+            // Nobody listens: a stale socket from a previous run, replaced below.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(io_err(e)),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_err(io::Error::other("the path has no file name")))?;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let staging = parent.join(format!(
+        ".{}.{}.{nonce:x}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    // `create` fails if the directory exists: nobody else can have prepared it.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(io_err)?;
+    let inner = staging.join("s");
+    let bound = (|| {
+        let listener = std::os::unix::net::UnixListener::bind(&inner)?;
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&inner, path)?;
+        let meta = std::fs::symlink_metadata(path)?;
+        listener.set_nonblocking(true)?;
+        Ok::<_, io::Error>((listener, (meta.dev(), meta.ino())))
+    })();
+    let _ = std::fs::remove_file(&inner);
+    let _ = std::fs::remove_dir(&staging);
+    let (listener, id) = bound.map_err(io_err)?;
+    let file = SocketFile {
+        path: path.to_owned(),
+        id,
+    };
+    let listener = UnixListener::from_std(listener).map_err(io_err)?;
+    Ok(Listener::Unix(listener, file))
+}
+
+/// An accepted connection.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix socket.
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            #[cfg(unix)]
+            Self::Unix(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    #[tokio::test]
+    async fn socket_is_0600_replaces_a_stale_one_and_is_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.sock");
+        // A stale socket: bound, then its listener dropped (the file stays).
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+
+        let l = bind_unix(&path).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // Nothing left behind in the directory but the socket.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        // A second proxy on the same path is refused while the first listens.
+        let err = bind_unix(&path).unwrap_err();
+        assert!(matches!(err, UnixSocketError::InUse { .. }), "{err}");
+
+        drop(l);
+        assert!(!path.exists(), "removed on drop");
+    }
+
+    #[test]
+    fn a_regular_file_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.txt");
+        std::fs::write(&path, "keep me").unwrap();
+        let err = bind_unix(&path).unwrap_err();
+        assert!(matches!(err, UnixSocketError::NotASocket { .. }), "{err}");
+        assert!(err.to_string().contains("not a socket"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    }
+}
