@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::listener::{Listener, Peer};
+use crate::proxy::framing::{FramingConflict, ScanIo};
 use crate::proxy::service::{Shared, handle};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
@@ -97,7 +98,17 @@ pub async fn serve(
         };
         let mut drain = shared.drain.subscribe();
         let svc_shared = shared.clone();
-        let service = service_fn(move |req| handle(svc_shared.clone(), req));
+        // The one smuggling shape hyper accepts is found in the raw bytes; the request
+        // is tagged here and refused by the guard.
+        let (stream, findings) = ScanIo::new(stream);
+        let served = std::sync::atomic::AtomicUsize::new(0);
+        let service = service_fn(move |mut req| {
+            let index = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if findings.conflict(index) {
+                req.extensions_mut().insert(FramingConflict);
+            }
+            handle(svc_shared.clone(), req)
+        });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();

@@ -1,7 +1,8 @@
 //! The door: which requests may use the credential-holding port at all.
 //!
 //! Every check runs here, once per request and before anything is forwarded: the
-//! method (`CONNECT` is refused), the request target (an absolute-form target never
+//! request framing (a head with both `Content-Length` and `Transfer-Encoding`, found by
+//! [`super::framing`], is refused), the method (`CONNECT` is refused), the request target (an absolute-form target never
 //! picks the destination), `Host` against an anchored allow-list (DNS rebinding),
 //! `Origin` and `Sec-Fetch-Site` (web pages in the user's browser), the optional path
 //! secret (stripped before forwarding), and the operator's filters (`read_only`,
@@ -19,6 +20,8 @@ use bytes::Bytes;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use regex::RegexSet;
+
+use super::framing::FramingConflict;
 
 /// Host patterns allowed by default: loopback names, each with any port.
 pub const DEFAULT_ALLOWED_HOSTS: [&str; 4] = ["localhost", "127.0.0.1", "[::1]", "*.localhost"];
@@ -523,6 +526,12 @@ impl Guard {
     }
 
     fn check_inner<B>(&self, req: &mut Request<B>) -> Result<(), Refusal> {
+        if req.extensions().get::<FramingConflict>().is_some() {
+            return Err(Refusal::Malformed(
+                "both Content-Length and Transfer-Encoding (a request-smuggling shape, \
+                 RFC 9112 §6.3); send one of them",
+            ));
+        }
         let method = req.method();
         if method == Method::CONNECT {
             return Err(Refusal::Connect);
@@ -920,6 +929,11 @@ mod tests {
         assert_eq!(r.uri(), "/x?y", "reduced to origin-form");
         let mut r = req("GET", "/", &[]);
         assert!(matches!(g.check(&mut r), Err(Refusal::Malformed(_))));
+        let mut r = req("POST", "/", &[("host", "localhost")]);
+        r.extensions_mut().insert(FramingConflict);
+        assert!(
+            matches!(g.check(&mut r), Err(Refusal::Malformed(m)) if m.contains("Content-Length"))
+        );
         let mut r = Request::builder()
             .version(Version::HTTP_10)
             .uri("/")

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod error;
+pub mod framing;
 pub mod guard;
 pub mod headers;
 pub mod service;

@@ -1,0 +1,394 @@
+//! Request-smuggling shapes that hyper lets through: a request head with both
+//! `Content-Length` and `Transfer-Encoding`.
+//!
+//! RFC 9112 §6.3 allows a server to process such a request by `Transfer-Encoding` alone
+//! (and close the connection afterwards), and hyper does exactly that, removing
+//! `Content-Length` before the request is seen; it already answers 400 to the other
+//! shapes (differing `Content-Length`s, obs-fold, a final coding other than chunked,
+//! `Transfer-Encoding` in HTTP/1.0). Such a message "might indicate an attempt to
+//! perform request smuggling" (same section), so the proxy refuses it with 400. Since
+//! the parsed request no longer shows the `Content-Length`, [`ScanIo`] watches the raw
+//! bytes of each connection: it reads request heads line by line, skips bodies by their
+//! framing (`Content-Length` bytes, or chunk by chunk) without looking into them, and
+//! notes the index of the first head that carries both fields. The server tags that
+//! request with [`FramingConflict`], and the guard refuses it.
+//!
+//! The scan costs a little work per head and per chunk-size line, nothing per body
+//! byte. It stops on anything hyper itself rejects or after an upgrade request, since
+//! hyper ends the HTTP exchange there.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A request extension: this request's head carried both `Content-Length` and
+/// `Transfer-Encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramingConflict;
+
+/// The most bytes of one head line kept while scanning (enough for any field name and
+/// the values that matter); longer lines are judged by their start.
+const MAX_LINE: usize = 256;
+
+/// What one connection's scan has found, shared with the connection's service.
+#[derive(Debug)]
+pub struct Findings {
+    /// Index (0-based, in arrival order) of the first request head with both fields;
+    /// `usize::MAX` for none.
+    conflict_at: AtomicUsize,
+}
+
+impl Findings {
+    /// Whether the head of the `index`-th request on this connection had both fields.
+    pub fn conflict(&self, index: usize) -> bool {
+        self.conflict_at.load(Ordering::Acquire) == index
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// In a request head; `started` once the request line has begun.
+    Head { started: bool },
+    /// Skipping this many body bytes.
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize,
+    /// Skipping chunk data, then its CRLF.
+    ChunkData(u64),
+    /// Reading trailer lines until the empty one.
+    Trailers,
+    /// Nothing more to learn on this connection.
+    Off,
+}
+
+/// The scanner: a state machine fed with every byte read from the client.
+#[derive(Debug)]
+pub struct Scanner {
+    state: State,
+    line: Vec<u8>,
+    line_len: usize,
+    head_index: usize,
+    content_length: Option<Option<u64>>,
+    transfer_encoding: Option<bool>,
+    upgrade: bool,
+    findings: Arc<Findings>,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scanner {
+    /// A scanner at the start of a connection.
+    pub fn new() -> Self {
+        Self {
+            state: State::Head { started: false },
+            line: Vec::with_capacity(64),
+            line_len: 0,
+            head_index: 0,
+            content_length: None,
+            transfer_encoding: None,
+            upgrade: false,
+            findings: Arc::new(Findings {
+                conflict_at: AtomicUsize::new(usize::MAX),
+            }),
+        }
+    }
+
+    /// The findings, for the connection's service.
+    pub fn findings(&self) -> Arc<Findings> {
+        self.findings.clone()
+    }
+
+    /// Feed bytes as they were read.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Off => return,
+                State::Body(n) | State::ChunkData(n) if *n > 0 => {
+                    let skip = (*n).min(data.len() as u64);
+                    *n -= skip;
+                    data = &data[skip as usize..];
+                    if let State::Body(0) = self.state {
+                        self.state = State::Head { started: false };
+                    }
+                }
+                State::Body(_) => self.state = State::Head { started: false },
+                // Chunk data done: its CRLF and the next size line read as one line
+                // (the first, empty, is skipped by `size_line`).
+                State::ChunkData(_) => self.state = State::ChunkSize,
+                State::Head { .. } | State::ChunkSize | State::Trailers => {
+                    let Some(end) = data.iter().position(|&b| b == b'\n') else {
+                        self.push_line(data);
+                        return;
+                    };
+                    self.push_line(&data[..end]);
+                    data = &data[end + 1..];
+                    self.end_line();
+                }
+            }
+        }
+    }
+
+    fn push_line(&mut self, part: &[u8]) {
+        self.line_len += part.len();
+        let room = MAX_LINE.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&part[..part.len().min(room)]);
+    }
+
+    fn end_line(&mut self) {
+        let mut line = std::mem::take(&mut self.line);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let truncated = self.line_len > MAX_LINE;
+        self.line_len = 0;
+        match self.state {
+            State::Head { started } => self.head_line(&line, started, truncated),
+            State::ChunkSize => self.size_line(&line),
+            State::Trailers if line.is_empty() => self.next_head(),
+            _ => {}
+        }
+        line.clear();
+        self.line = line;
+    }
+
+    fn head_line(&mut self, line: &[u8], started: bool, truncated: bool) {
+        if !started {
+            // Empty lines before a request line are skipped (RFC 9112 §2.2).
+            if !line.is_empty() {
+                let connect = line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"CONNECT ");
+                self.state = if connect {
+                    State::Off
+                } else {
+                    State::Head { started: true }
+                };
+            }
+            return;
+        }
+        if line.is_empty() {
+            return self.end_head();
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            // obs-fold: hyper answers 400 and closes.
+            self.state = State::Off;
+            return;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            self.state = State::Off;
+            return;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .filter(|_| !truncated)
+                .and_then(|v| v.parse::<u64>().ok());
+            self.content_length = Some(parsed);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            let chunked = !truncated && last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            self.transfer_encoding = Some(chunked);
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade = true;
+        }
+    }
+
+    fn end_head(&mut self) {
+        let index = self.head_index;
+        self.head_index += 1;
+        let (cl, te, upgrade) = (
+            self.content_length.take(),
+            self.transfer_encoding.take(),
+            std::mem::take(&mut self.upgrade),
+        );
+        self.state = match (cl, te) {
+            (Some(_), Some(_)) => {
+                let _ = self.findings.conflict_at.compare_exchange(
+                    usize::MAX,
+                    index,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                // hyper closes the connection after this request.
+                State::Off
+            }
+            // After an upgrade the bytes may stop being HTTP.
+            _ if upgrade => State::Off,
+            (None, Some(true)) => State::ChunkSize,
+            (Some(Some(n)), None) => State::Body(n),
+            (None, None) => State::Head { started: false },
+            // A coding other than chunked, or an unparsable length: hyper answers 400.
+            _ => State::Off,
+        };
+    }
+
+    fn size_line(&mut self, line: &[u8]) {
+        if line.is_empty() {
+            return; // the CRLF that ends chunk data
+        }
+        let mut digits = line.iter().take_while(|b| b.is_ascii_hexdigit());
+        let size = digits.try_fold(0u64, |acc, &b| {
+            let d = (b as char).to_digit(16).map(u64::from)?;
+            acc.checked_mul(16)?.checked_add(d)
+        });
+        let size = size.filter(|_| line[0].is_ascii_hexdigit());
+        self.state = match size {
+            Some(0) => State::Trailers,
+            Some(n) => State::ChunkData(n),
+            None => State::Off,
+        };
+    }
+
+    fn next_head(&mut self) {
+        self.state = State::Head { started: false };
+    }
+}
+
+/// A connection's byte stream with a [`Scanner`] watching what the client sends.
+#[derive(Debug)]
+pub struct ScanIo<S> {
+    inner: S,
+    scanner: Scanner,
+}
+
+impl<S> ScanIo<S> {
+    /// Watch `inner`; returns the stream and the findings for its service.
+    pub fn new(inner: S) -> (Self, Arc<Findings>) {
+        let scanner = Scanner::new();
+        let findings = scanner.findings();
+        (Self { inner, scanner }, findings)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ScanIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            this.scanner.feed(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ScanIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `input` in pieces of `step` bytes; return the conflicting head's index.
+    fn scan(input: &str, step: usize) -> Option<usize> {
+        let mut s = Scanner::new();
+        for piece in input.as_bytes().chunks(step) {
+            s.feed(piece);
+        }
+        let at = s.findings.conflict_at.load(Ordering::Acquire);
+        (at != usize::MAX).then_some(at)
+    }
+
+    fn all_steps(input: &str) -> Option<usize> {
+        let whole = scan(input, input.len().max(1));
+        for step in [1, 2, 3, 7, 64] {
+            assert_eq!(scan(input, step), whole, "step {step}");
+        }
+        whole
+    }
+
+    #[test]
+    fn finds_cl_and_te_in_either_order_at_the_right_index() {
+        let bad = "POST /b HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(all_steps(bad), Some(0));
+        let bad2 = "POST /b HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n";
+        assert_eq!(all_steps(bad2), Some(0));
+        // After a clean request with a body that looks like a head.
+        let fake = "GET /fake HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
+        let input = format!(
+            "\r\nPOST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{fake}{bad}",
+            fake.len()
+        );
+        assert_eq!(all_steps(&input), Some(1));
+        // After a chunked upload whose data looks like a head.
+        let input = format!(
+            "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x};ext=1\r\n{fake}\r\n0\r\nX-Trailer: 1\r\n\r\n\
+             GET /d HTTP/1.1\r\n\r\n{bad}",
+            fake.len()
+        );
+        assert_eq!(all_steps(&input), Some(2));
+    }
+
+    #[test]
+    fn clean_traffic_has_no_finding() {
+        let input = "GET / HTTP/1.1\r\nHost: x\r\n\r\n\
+                     POST /u HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
+                     POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(all_steps(input), None);
+        // Bodies are not looked into.
+        let body = "X\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let input = format!(
+            "POST /u HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(all_steps(&input), None);
+    }
+
+    #[test]
+    fn stops_after_upgrades_connect_and_what_hyper_rejects() {
+        let bad = "POST /b HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for before in [
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "CONNECT a:1 HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
+        ] {
+            assert_eq!(all_steps(&format!("{before}{bad}")), None, "{before:?}");
+        }
+        // Very long lines are judged by their start.
+        let long = format!(
+            "POST /b HTTP/1.1\r\nX-Long: {}\r\nContent-Length: 4\r\nTransfer-Encoding: {}chunked\r\n\r\n",
+            "a".repeat(10_000),
+            "x, ".repeat(200)
+        );
+        assert_eq!(all_steps(&long), Some(0));
+    }
+}
