@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{FakeMaster, VALID, get, ws_echo};
+use common::{FakeMaster, VALID, get, ws_echo_under};
 use http::{StatusCode, header};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -164,16 +164,20 @@ impl Proxy {
         .await
     }
 
-    /// Wait for the "listening on" line and return the address it names.
-    async fn addr(&mut self) -> SocketAddr {
+    /// Wait for the "listening on" line and return the base URL it names, without a
+    /// trailing `/` (`http://ADDR`, or `http://ADDR/<secret>` with a path secret).
+    async fn base(&mut self) -> String {
         let line = self
             .wait_line("the `listening on` line on stdout", |l| {
                 l.stream == Stream::Stdout && l.text.starts_with(LISTENING)
             })
             .await;
-        line[LISTENING.len()..]
-            .parse()
-            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+        format!("http://{}", line[LISTENING.len()..].trim_end_matches('/'))
+    }
+
+    /// Wait for the "listening on" line and return the address it names.
+    async fn addr(&mut self) -> SocketAddr {
+        addr_of(&self.base().await)
     }
 
     /// Start and return the proxy's base URL.
@@ -280,6 +284,14 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// The address in a base URL `http://ADDR[/…]`.
+fn addr_of(base: &str) -> SocketAddr {
+    let rest = base.strip_prefix("http://").expect("an http:// base URL");
+    let addr = rest.split('/').next().unwrap_or_default();
+    addr.parse()
+        .unwrap_or_else(|e| panic!("bad address in {base:?}: {e}"))
+}
+
 /// Run the binary to its end.
 async fn run(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
     Proxy::spawn(home, args, env).finish().await
@@ -326,7 +338,8 @@ struct OnCluster {
     master: FakeMaster,
     _home: TempDir,
     proxy: Proxy,
-    /// The proxy's address and base URL, known once it listens.
+    /// The proxy's address and base URL (with the path secret, if any; no trailing
+    /// `/`), known once it listens.
     addr: SocketAddr,
     url: String,
 }
@@ -339,13 +352,13 @@ async fn start_on_cluster(token: Option<&str>, extra: &[&str], env: &[(&str, &st
     let mut args = vec!["--dcos-dir", s(&root), "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut proxy = Proxy::spawn(home.path(), &args, env);
-    let addr = proxy.addr().await;
+    let url = proxy.base().await;
     OnCluster {
         master,
         _home: home,
         proxy,
-        addr,
-        url: format!("http://{addr}"),
+        addr: addr_of(&url),
+        url,
     }
 }
 
@@ -376,6 +389,20 @@ async fn help_lists_every_flag_and_its_environment_variable() {
         "--client-auth",
         "--response-timeout",
         "--shutdown-grace",
+        "--allow-remote",
+        "--allowed-hosts",
+        "--allowed-origins",
+        "--path-secret",
+        "--path-secret-file",
+        "--read-only",
+        "--deny-path",
+        "--deny-methods",
+        "--max-connections",
+        "--max-header-bytes",
+        "unix:",
+        "DCOS_TOKEN_PROXY_ALLOW_REMOTE",
+        "DCOS_TOKEN_PROXY_ALLOWED_HOSTS",
+        "DCOS_TOKEN_PROXY_PATH_SECRET",
         "DCOS_TOKEN_PROXY_LISTEN",
         "DCOS_TOKEN_PROXY_DCOS_DIR",
         "DCOS_TOKEN_PROXY_CLUSTER",
@@ -784,6 +811,164 @@ async fn error_port_in_use_says_how_to_pick_another_and_the_os_error_once() {
 }
 
 #[tokio::test]
+async fn a_non_loopback_listen_address_is_refused_without_allow_remote() {
+    let home = TempDir::new().unwrap();
+    for (args, env) in [
+        (vec!["--listen", "0.0.0.0:0"], vec![]),
+        (vec![], vec![("DCOS_TOKEN_PROXY_LISTEN", "[::]:0")]),
+    ] {
+        let mut args = args;
+        args.extend(["--upstream", "http://127.0.0.1:9"]);
+        let mut env = env;
+        env.extend([BACKTRACE_ON, ("DCOS_ACS_TOKEN", VALID)]);
+        let out = run(home.path(), &args, &env).await;
+        assert_error_exit(
+            &out,
+            &["--listen", "not a loopback address", "--allow-remote"],
+        );
+        assert!(!out.all().contains(VALID), "{}", out.show());
+    }
+}
+
+#[tokio::test]
+async fn allow_remote_listens_beyond_loopback_with_a_warning() {
+    let master = FakeMaster::start().await;
+    let home = TempDir::new().unwrap();
+    let mut proxy = Proxy::spawn(
+        home.path(),
+        &[
+            "--upstream",
+            &master.url,
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-remote",
+        ],
+        &[("DCOS_ACS_TOKEN", VALID)],
+    );
+    let addr = proxy.addr().await;
+    assert!(addr.ip().is_unspecified(), "{addr}");
+    proxy
+        .wait_stderr(&["WARN", "listening beyond loopback", "allowed_hosts"])
+        .await;
+    let (parts, _) = get(&format!("http://127.0.0.1:{}/x", addr.port()), &[]).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    proxy.stop().await;
+}
+
+#[cfg(unix)]
+mod unix_socket {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const UNIX_LISTENING: &str = "dcos-token-proxy listening on unix:";
+
+    async fn wait_unix_line(proxy: &mut Proxy) -> String {
+        proxy
+            .wait_line("the `listening on unix:` line", |l| {
+                l.stream == Stream::Stdout && l.text.starts_with(UNIX_LISTENING)
+            })
+            .await
+    }
+
+    async fn get_over(path: &Path, target: &str) -> String {
+        let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
+        let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+            .await
+            .expect("an answer over the socket")
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_is_0600_replaces_a_stale_one_and_is_removed_on_exit() {
+        let master = FakeMaster::start().await;
+        let home = TempDir::new().unwrap();
+        let sock = home.path().join("proxy.sock");
+        // A stale socket from a crashed run: nobody listens on it.
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let listen = format!("unix:{}", s(&sock));
+        let mut proxy = Proxy::spawn(
+            home.path(),
+            &["--upstream", &master.url, "--listen", &listen],
+            &[("DCOS_ACS_TOKEN", VALID)],
+        );
+        let line = wait_unix_line(&mut proxy).await;
+        assert_eq!(line, format!("{UNIX_LISTENING}{}", s(&sock)));
+
+        let meta = std::fs::symlink_metadata(&sock).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+        let answer = get_over(&sock, "/over-unix").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok /over-unix"), "{answer}");
+        assert_eq!(
+            master.last().authorization(),
+            Some(token_header(VALID).as_str())
+        );
+
+        // A second proxy on the same path is refused: the first still answers there.
+        let out = run(
+            home.path(),
+            &["--upstream", &master.url, "--listen", &listen],
+            &[("DCOS_ACS_TOKEN", VALID)],
+        )
+        .await;
+        assert_error_exit(&out, &[s(&sock), "another process is listening"]);
+
+        proxy.stop().await;
+        assert!(!sock.exists(), "the socket file is removed on exit");
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_with_a_path_secret_prints_the_base_url_to_use() {
+        let master = FakeMaster::start().await;
+        let home = TempDir::new().unwrap();
+        let sock = home.path().join("p.sock");
+        let listen = format!("unix:{}", s(&sock));
+        let secret = "unix-secret-0123456789abcdef";
+        let mut proxy = Proxy::spawn(
+            home.path(),
+            &["--upstream", &master.url, "--listen", &listen],
+            &[
+                ("DCOS_ACS_TOKEN", VALID),
+                ("DCOS_TOKEN_PROXY_PATH_SECRET", secret),
+            ],
+        );
+        let line = wait_unix_line(&mut proxy).await;
+        assert!(
+            line.ends_with(&format!("(base URL http://localhost/{secret}/)")),
+            "{line}"
+        );
+        assert!(get_over(&sock, "/x").await.starts_with("HTTP/1.1 403"));
+        let answer = get_over(&sock, &format!("/{secret}/x")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(master.seen().len(), 1);
+        proxy.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_path_that_is_not_a_socket_is_never_replaced() {
+        let home = TempDir::new().unwrap();
+        let file = home.path().join("important.txt");
+        std::fs::write(&file, "keep").unwrap();
+        let listen = format!("unix:{}", s(&file));
+        let out = run(
+            home.path(),
+            &["--upstream", "http://127.0.0.1:9", "--listen", &listen],
+            &[BACKTRACE_ON],
+        )
+        .await;
+        assert_error_exit(&out, &[s(&file), "not a socket"]);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    }
+}
+
+#[tokio::test]
 async fn bad_usage_is_exit_code_2() {
     let home = TempDir::new().unwrap();
     let out = run(home.path(), &["--log-format", "xml"], &[BACKTRACE_ON]).await;
@@ -811,23 +996,41 @@ fn secret_parts(token: &str) -> Vec<String> {
     parts
 }
 
-/// Run with `args` and `env`, which must turn on `level` (`TRACE`, `DEBUG`), send
-/// requests carrying secrets and check that none reaches the output.
+/// A cookie value a browser or tool might send.
+const COOKIE_SECRET: &str = "c00kie-session-value-5e1f";
+
+/// Run with `args` and `env`, which must turn on `level` (`TRACE`, `DEBUG`), plus a
+/// generated path secret; send requests carrying tokens, cookies and the path secret
+/// (right, and guessed wrong) and check that none reaches the output, but for the path
+/// secret's one appearance in the `listening on` line.
 async fn assert_secrets_never_logged(args: &[&str], env: &[(&str, &str)], level: &str) {
+    let mut args = args.to_vec();
+    args.push("--path-secret");
     let OnCluster {
         master,
         mut proxy,
         addr,
         url,
         ..
-    } = start_on_cluster(Some(VALID), args, env).await;
+    } = start_on_cluster(Some(VALID), &args, env).await;
+    let secret = url.rsplit('/').next().expect("a path secret").to_owned();
+    assert_eq!(secret.len(), 64, "{url}");
+    let cookie = format!("dcos-acs-auth-cookie={COOKIE_SECRET}; other={QUERY_SECRET}");
 
     // No header: the proxy's token is injected.
-    let (parts, _) = get(&format!("{url}/secret/none?token={QUERY_SECRET}"), &[]).await;
+    let (parts, _) = get(
+        &format!("{url}/secret/none?token={QUERY_SECRET}"),
+        &[("cookie", cookie.as_str())],
+    )
+    .await;
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(
         master.last().authorization(),
         Some(token_header(VALID).as_str())
+    );
+    assert_eq!(
+        master.last().target,
+        format!("/secret/none?token={QUERY_SECRET}")
     );
     proxy
         .wait_stderr(&["path=/secret/none", "status=200"])
@@ -861,8 +1064,30 @@ async fn assert_secrets_never_logged(args: &[&str], env: &[(&str, &str)], level:
         .wait_stderr(&["path=/secret/token", "status=401"])
         .await;
 
+    // Refused: no secret, and a wrong guess that shares most of the secret.
+    let base = format!("http://{addr}");
+    let last = if secret.ends_with('0') { '1' } else { '0' };
+    let guess = format!("{}{last}", &secret[..63]);
+    for target in [
+        format!("{base}/secret/refused"),
+        format!("{base}/{guess}/x"),
+    ] {
+        let (parts, body) = get(
+            &target,
+            &[
+                ("authorization", bearer.as_str()),
+                ("cookie", cookie.as_str()),
+            ],
+        )
+        .await;
+        assert_eq!(parts.status, StatusCode::FORBIDDEN, "{target}: {body:?}");
+        assert!(!String::from_utf8_lossy(&body).contains(&secret[..16]));
+        proxy.wait_stderr(&["status=403"]).await;
+    }
+
     // A WebSocket upgrade with the injected token.
-    assert_eq!(ws_echo(addr, "hello").await, "hello");
+    let prefix = format!("/{secret}");
+    assert_eq!(ws_echo_under(addr, &prefix, "hello").await, "hello");
     assert_eq!(
         master.last().authorization(),
         Some(token_header(VALID).as_str())
@@ -874,7 +1099,7 @@ async fn assert_secrets_never_logged(args: &[&str], env: &[(&str, &str)], level:
     for secret in secret_parts(VALID)
         .into_iter()
         .chain(secret_parts(CLIENT_TOKEN))
-        .chain([QUERY_SECRET.to_owned()])
+        .chain([QUERY_SECRET.to_owned(), COOKIE_SECRET.to_owned()])
     {
         assert!(
             !all.contains(&secret),
@@ -888,6 +1113,11 @@ async fn assert_secrets_never_logged(args: &[&str], env: &[(&str, &str)], level:
         "a JWT part in the output:\n{}",
         out.show()
     );
+    // The path secret (or any 16 characters of it, or the wrong guess) appears once:
+    // in the `listening on` line on stdout.
+    assert_eq!(all.matches(&secret[..16]).count(), 1, "{}", out.show());
+    assert_eq!(out.stdout.matches(&secret).count(), 1, "{}", out.show());
+    assert!(!out.stderr.contains(&guess[..16]), "{}", out.show());
     // The output was not trivially empty: the check above could have failed.
     assert!(all.contains("method=GET"), "{}", out.show());
     assert!(all.contains("using DC/OS cluster"), "{}", out.show());

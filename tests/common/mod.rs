@@ -631,8 +631,14 @@ pub async fn raw_master(script: &'static [u8]) -> SocketAddr {
 
 /// A WebSocket round trip through `proxy_addr` to the master's `/ws`.
 pub async fn ws_echo(proxy_addr: SocketAddr, text: &str) -> String {
+    ws_echo_under(proxy_addr, "", text).await
+}
+
+/// [`ws_echo`] with the path under `prefix` (a path secret: `/<secret>`).
+pub async fn ws_echo_under(proxy_addr: SocketAddr, prefix: &str, text: &str) -> String {
     let stream = TcpStream::connect(proxy_addr).await.unwrap();
-    let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{proxy_addr}/ws"), stream)
+    let url = format!("ws://{proxy_addr}{prefix}/ws");
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, stream)
         .await
         .expect("websocket handshake through the proxy");
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
