@@ -543,7 +543,8 @@ impl Guard {
             let allowed =
                 split_host_port(authority.as_str()).is_some_and(|(h, p)| self.host_allowed(h, p));
             if !allowed {
-                return Err(Refusal::AbsoluteTarget(quoted(authority.as_str())));
+                // The host only: user info (`user:password@`) is never repeated.
+                return Err(Refusal::AbsoluteTarget(quoted(authority.host())));
             }
         }
 
@@ -924,6 +925,13 @@ mod tests {
         assert_eq!(Refusal::Connect.status(), StatusCode::METHOD_NOT_ALLOWED);
         let mut r = req("GET", "http://evil.example/x", &[("host", "localhost")]);
         assert!(matches!(g.check(&mut r), Err(Refusal::AbsoluteTarget(_))));
+        let mut r = req(
+            "GET",
+            "http://user:pa55word@localhost/x",
+            &[("host", "localhost")],
+        );
+        let refused = g.check(&mut r).unwrap_err();
+        assert!(!refused.to_string().contains("pa55word"), "{refused}");
         let mut r = req("GET", "http://localhost:8079/x?y", &[("host", "localhost")]);
         assert!(g.check(&mut r).is_ok());
         assert_eq!(r.uri(), "/x?y", "reduced to origin-form");
