@@ -300,10 +300,16 @@ async fn the_path_secret_is_required_and_stripped() {
         assert!(!answer.1.contains(SECRET), "{}", answer.1);
     }
     let url = format!("{}/{SECRET}/a%2Fb/c?x=%2F&y", proxy.url);
-    let (parts, body) = get(&url, &[]).await;
+    let referer = format!("{}/{SECRET}/ui/", proxy.url);
+    let (parts, body) = get(&url, &[("referer", referer.as_str())]).await;
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(body, "ok /a%2Fb/c?x=%2F&y");
     assert_eq!(master.last().target, "/a%2Fb/c?x=%2F&y");
+    assert_eq!(
+        master.last().headers["referer"],
+        format!("{}/ui/", proxy.url)
+    );
+    assert!(!format!("{:?}", master.seen()).contains(SECRET));
     // The bare base URL works too.
     let (parts, _) = get(&format!("{}/{SECRET}/", proxy.url), &[]).await;
     assert_eq!(parts.status, StatusCode::OK);

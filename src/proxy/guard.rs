@@ -574,6 +574,9 @@ impl Guard {
                 return Err(Refusal::DeniedPath(rule.to_owned()));
             }
         }
+        if self.secret.is_some() {
+            scrub_referer(req.headers_mut(), &self.client_prefix);
+        }
         match stripped {
             Some(pq) => *req.uri_mut() = Uri::from(pq),
             None if req.uri().authority().is_some() => {
@@ -668,6 +671,30 @@ impl Guard {
         };
         // The pieces came from a valid target, so they form one again.
         pq.map(Some).map_err(|_| Refusal::PathSecret)
+    }
+}
+
+/// A page loaded through the proxy sends its own URL, path secret included, as
+/// `Referer`: take the secret out before the master (and its logs) see it.
+fn scrub_referer(headers: &mut HeaderMap, client_prefix: &str) {
+    let Some(value) = headers.get(header::REFERER) else {
+        return;
+    };
+    let bytes = value.as_bytes();
+    let needle = client_prefix.as_bytes();
+    let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) else {
+        return;
+    };
+    let mut scrubbed = Vec::with_capacity(bytes.len());
+    scrubbed.extend_from_slice(&bytes[..at]);
+    scrubbed.extend_from_slice(&bytes[at + needle.len()..]);
+    match HeaderValue::from_bytes(&scrubbed) {
+        Ok(v) => {
+            headers.insert(header::REFERER, v);
+        }
+        Err(_) => {
+            headers.remove(header::REFERER);
+        }
     }
 }
 
@@ -882,6 +909,17 @@ mod tests {
             assert_eq!(e, Refusal::PathSecret, "{bad}");
             assert!(!logged.contains("s3cret"), "{logged}");
         }
+        // The page's own URL, sent as Referer, loses the secret too.
+        let mut r = req(
+            "GET",
+            "/s3cret-s3cret-s3cret/x",
+            &[
+                ("host", "localhost"),
+                ("referer", "http://localhost/s3cret-s3cret-s3cret/ui/#/apps"),
+            ],
+        );
+        g.check(&mut r).unwrap();
+        assert_eq!(r.headers()["referer"], "http://localhost/ui/#/apps");
         // A refusal for another reason still hides the target.
         let mut r = req(
             "GET",
