@@ -611,24 +611,36 @@ fn assert_error_exit(out: &Finished, needles: &[&str]) -> String {
 const BACKTRACE_ON: (&str, &str) = ("RUST_BACKTRACE", "1");
 
 #[tokio::test]
-async fn error_missing_dcos_dir_names_it_and_the_fix() {
+async fn a_missing_dcos_dir_is_reported_answered_with_503_and_used_once_it_appears() {
+    let master = FakeMaster::start().await;
     let home = TempDir::new().unwrap();
     let missing = home.path().join("no-such-dcos-dir");
-    let out = run(
+    let mut proxy = Proxy::spawn(
         home.path(),
         &["--dcos-dir", s(&missing), "--listen", "127.0.0.1:0"],
         &[BACKTRACE_ON],
-    )
-    .await;
-    assert_error_exit(
-        &out,
-        &[
-            s(&missing),
-            "dcos cluster setup",
-            "--upstream",
-            "DCOS_ACS_TOKEN",
-        ],
     );
+    let url = proxy.url().await;
+    proxy
+        .wait_stderr(&[s(&missing), "does not exist", "dcos cluster setup", "503"])
+        .await;
+    let (parts, body) = get(&format!("{url}/service/marathon/v2/apps"), &[]).await;
+    assert_eq!(parts.status, 503);
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("dcos cluster setup"), "{body}");
+    assert!(master.seen().is_empty());
+
+    // `dcos cluster setup` creates the directory tree and logs in.
+    write_cluster(&missing, "c0ffee-1", "late", &master.url, Some(VALID), true);
+    proxy.wait_stderr(&["using DC/OS cluster", "late"]).await;
+    let (parts, _) = get(&format!("{url}/service/marathon/v2/apps"), &[]).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(VALID).as_str())
+    );
+    let out = proxy.stop().await;
+    assert!(!out.all().contains("panicked"), "{}", out.show());
 }
 
 #[tokio::test]
