@@ -153,10 +153,10 @@ impl Proxy {
         self
     }
 
-    /// The number of snapshots published so far, and each new one (for tests and
-    /// monitoring).
-    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.published.subscribe()
+    /// The published snapshots: the current one, and a way to wait for the next (for
+    /// tests and monitoring).
+    pub fn source(&self) -> Arc<Published> {
+        self.published.clone()
     }
 
     /// The address actually bound (useful with port 0).

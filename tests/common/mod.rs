@@ -2,7 +2,8 @@
 //! the proxy in-process on `127.0.0.1:0`, and small HTTP clients.
 //!
 //! The fake master answers 401 with `WWW-Authenticate: acsjwt` unless the request carries
-//! `Authorization: token=<VALID>`, and records every request that reaches it so tests
+//! `Authorization: token=<T>` for a token it accepts ([`VALID`], plus any given to
+//! [`FakeMaster::accept`]), and records every request that reaches it so tests
 //! can assert what was (or was not) forwarded.
 
 #![allow(dead_code)]
@@ -36,7 +37,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-/// The token the fake master accepts.
+/// The token every fake master accepts from the start.
 pub const VALID: &str = "eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOiJib290c3RyYXB1c2VyIn0.c2lnbmF0dXJl";
 /// A well-formed token the fake master rejects.
 pub const OTHER: &str = "eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOiJtYWxsb3J5In0.b3RoZXI";
@@ -47,6 +48,8 @@ pub type TestBody = BoxBody<Bytes, BoxError>;
 /// One request as the master saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// When it arrived.
+    pub at: std::time::Instant,
     pub method: Method,
     /// The request target exactly as received.
     pub target: String,
@@ -64,6 +67,8 @@ impl Seen {
 #[derive(Default)]
 struct State {
     seen: Mutex<Vec<Seen>>,
+    /// The tokens this master accepts (it "issued" them).
+    accepted: Mutex<std::collections::HashSet<String>>,
     arrived: Notify,
     /// Released by the test: lets `/sse` send its second event and `/hold` answer.
     release: Notify,
@@ -94,6 +99,7 @@ impl FakeMaster {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
+        state.accepted.lock().unwrap().insert(VALID.to_owned());
         let st = state.clone();
         let is_tls = tls.is_some();
         tokio::spawn(async move {
@@ -121,6 +127,16 @@ impl FakeMaster {
             format!("http://{addr}")
         };
         Self { addr, url, state }
+    }
+
+    /// Accept `token` from now on, as a master that issued it would.
+    pub fn accept(&self, token: &str) {
+        self.state.accepted.lock().unwrap().insert(token.to_owned());
+    }
+
+    /// Stop accepting `token` (it expired, or was never this master's).
+    pub fn revoke(&self, token: &str) {
+        self.state.accepted.lock().unwrap().remove(token);
     }
 
     /// Everything the master has received so far.
@@ -201,6 +217,7 @@ async fn master_route(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     state.seen.lock().unwrap().push(Seen {
+        at: std::time::Instant::now(),
         method: req.method().clone(),
         target: target.clone(),
         headers: req.headers().clone(),
@@ -211,7 +228,9 @@ async fn master_route(
     let authorized = req
         .headers()
         .get(header::AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes() == format!("token={VALID}").as_bytes());
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("token="))
+        .is_some_and(|t| state.accepted.lock().unwrap().contains(t));
     if !authorized && !unauthenticated(&path) {
         let mut r = respond(401, "<html><body><h1>401 Unauthorized</h1></body></html>\n");
         r.headers_mut()
@@ -507,6 +526,16 @@ pub struct RunningProxy {
 }
 
 impl RunningProxy {
+    /// A proxy served by `task` on `addr` that stops when `stop` is sent.
+    pub fn new(addr: SocketAddr, stop: oneshot::Sender<()>, task: JoinHandle<()>) -> Self {
+        Self {
+            addr,
+            url: format!("http://{addr}"),
+            stop: Some(stop),
+            task,
+        }
+    }
+
     /// Ask the proxy to shut down (as SIGTERM would).
     pub fn shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
@@ -531,12 +560,7 @@ pub async fn start_proxy_with(cluster: ClusterConfig, settings: Settings) -> Run
     let task = tokio::spawn(proxy.serve(async move {
         let _ = rx.await;
     }));
-    RunningProxy {
-        addr,
-        url: format!("http://{addr}"),
-        stop: Some(tx),
-        task,
-    }
+    RunningProxy::new(addr, tx, task)
 }
 
 /// Start the proxy in front of the master at `url` with the valid token and `ssl_verify`.
