@@ -46,7 +46,9 @@ fn dcos_toml(url: &str, token: Option<&str>, name: &str) -> String {
     if let Some(token) = token {
         t.push_str(&format!("dcos_acs_token = \"{token}\"\n"));
     }
-    t.push_str(&format!("ssl_verify = \"true\"\n\n[cluster]\nname = \"{name}\"\n"));
+    t.push_str(&format!(
+        "ssl_verify = \"true\"\n\n[cluster]\nname = \"{name}\"\n"
+    ));
     t
 }
 
@@ -285,7 +287,10 @@ async fn a_login_rewriting_the_file_in_place_is_used_without_a_restart() {
     dcos.setup("c1", &master.url, Some(&t1));
     let f = Following::start(&dcos, None, None).await;
     assert_eq!(status_of(&f, "/v2/apps").await, 200);
-    assert_eq!(master.last().authorization(), Some(token_header(&t1).as_str()));
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(&t1).as_str())
+    );
 
     let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dcos.file("c1")).unwrap());
     dcos.rewrite("c1", &dcos_toml(&master.url, Some(&t2), "c1"));
@@ -296,7 +301,10 @@ async fn a_login_rewriting_the_file_in_place_is_used_without_a_restart() {
     );
     f.wait_token(&t2).await;
     assert_eq!(status_of(&f, "/v2/apps").await, 200);
-    assert_eq!(master.last().authorization(), Some(token_header(&t2).as_str()));
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(&t2).as_str())
+    );
     // The change is logged with who is logged in and for how long, never the token.
     let line = wait_log(1, &["config changed", s(&dcos.file("c1"))]).await;
     assert!(line.contains("uid=alice-again"), "{line}");
@@ -316,7 +324,10 @@ async fn an_editor_saving_by_rename_is_followed() {
     dcos.rename_into_place("c1", &dcos_toml(&master.url, Some(&t2), "c1"));
     f.wait_token(&t2).await;
     assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(master.last().authorization(), Some(token_header(&t2).as_str()));
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(&t2).as_str())
+    );
 }
 
 #[tokio::test]
@@ -331,19 +342,35 @@ async fn garbage_keeps_the_last_good_token_and_is_reported_once_with_its_line() 
     let f = Following::start(&dcos, None, None).await;
     let file = dcos.file("c1");
 
-    dcos.rewrite("c1", "[core]\ndcos_url = \"http://x\"\ndcos_acs_token = \"unterminated\n");
+    dcos.rewrite(
+        "c1",
+        "[core]\ndcos_url = \"http://x\"\ndcos_acs_token = \"unterminated\n",
+    );
     let line = wait_log(1, &["keeping the last good config", s(&file)]).await;
     assert!(line.contains("line 3"), "names the line: {line}");
-    assert!(!line.contains("unterminated"), "never echoes the line: {line}");
+    assert!(
+        !line.contains("unterminated"),
+        "never echoes the line: {line}"
+    );
     assert_eq!(f.auth(), Some(token_header(&t1)));
     assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(master.last().authorization(), Some(token_header(&t1).as_str()));
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(&t1).as_str())
+    );
 
     // Touching the same garbage again is not a new problem: no second report.
-    dcos.rewrite("c1", "[core]\ndcos_url = \"http://x\"\ndcos_acs_token = \"unterminated\n");
+    dcos.rewrite(
+        "c1",
+        "[core]\ndcos_url = \"http://x\"\ndcos_acs_token = \"unterminated\n",
+    );
     // An empty file (a truncate seen mid-write) is another problem, reported once.
     dcos.rewrite("c1", "");
-    wait_log(1, &["keeping the last good config", s(&file), "core.dcos_url"]).await;
+    wait_log(
+        1,
+        &["keeping the last good config", s(&file), "core.dcos_url"],
+    )
+    .await;
     dcos.rewrite("c1", &dcos_toml(&master.url, Some(&t2), "c1"));
     f.wait_token(&t2).await;
     assert_eq!(
@@ -351,7 +378,10 @@ async fn garbage_keeps_the_last_good_token_and_is_reported_once_with_its_line() 
         1
     );
     assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(master.last().authorization(), Some(token_header(&t2).as_str()));
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(&t2).as_str())
+    );
 }
 
 #[tokio::test]
@@ -368,12 +398,18 @@ async fn a_deleted_file_keeps_the_last_good_config_until_it_is_recreated() {
     std::fs::remove_file(dcos.file("c1")).unwrap();
     wait_log(1, &["keeping the last good config", s(&dcos.file("c1"))]).await;
     assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(master.last().authorization(), Some(token_header(&t1).as_str()));
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(&t1).as_str())
+    );
 
     dcos.rewrite("c1", &dcos_toml(&master.url, Some(&t2), "c1"));
     f.wait_token(&t2).await;
     assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(master.last().authorization(), Some(token_header(&t2).as_str()));
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(&t2).as_str())
+    );
 }
 
 #[tokio::test]
@@ -397,16 +433,18 @@ async fn attach_switches_masters_and_an_open_stream_finishes_on_the_old_one() {
     assert_eq!(first.into_data().unwrap(), "data: first\n\n");
 
     dcos.attach("bbb");
-    f.wait_until("master b", |s| {
-        s.upstream().is_some_and(|u| u.url == b.url)
-    })
-    .await;
+    f.wait_until("master b", |s| s.upstream().is_some_and(|u| u.url == b.url))
+        .await;
     assert_eq!(status_of(&f, "/x").await, 200);
     let at_b = b.last();
     assert_eq!(at_b.target, "/x");
     assert_eq!(at_b.authorization(), Some(token_header(&tb).as_str()));
     // Master a's token never went to master b, and vice versa.
-    assert!(b.seen().iter().all(|r| r.authorization() != Some(token_header(&ta).as_str())));
+    assert!(
+        b.seen()
+            .iter()
+            .all(|r| r.authorization() != Some(token_header(&ta).as_str()))
+    );
 
     a.release();
     let second = tokio::time::timeout(WAIT, sse.frame())
@@ -459,7 +497,10 @@ async fn a_dcos_dir_that_appears_after_startup_is_used() {
     std::fs::rename(dcos.root.join("clusters/setup"), dcos.dir("c0ffee")).unwrap();
     f.wait_token(&t).await;
     assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(master.last().authorization(), Some(token_header(&t).as_str()));
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(&t).as_str())
+    );
     assert!(master.seen().len() == 1, "the 503 never reached the master");
 }
 
@@ -549,7 +590,10 @@ async fn a_small_post_is_replayed_with_its_body() {
     let seen = master.seen();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].authorization(), Some(token_header(&new).as_str()));
-    assert_eq!(seen[1].headers[header::CONTENT_LENGTH], body.len().to_string());
+    assert_eq!(
+        seen[1].headers[header::CONTENT_LENGTH],
+        body.len().to_string()
+    );
 }
 
 #[tokio::test]
@@ -598,10 +642,17 @@ async fn a_401_with_an_unchanged_token_on_disk_passes_through_once() {
 #[tokio::test]
 async fn a_clients_own_token_is_not_retried_with_the_proxys() {
     let (master, _dcos, f, _new) = missed_rotation().await;
-    let (parts, _) = get(&f.url("/x"), &[("authorization", "Bearer client-own.jwt.x")]).await;
+    let (parts, _) = get(
+        &f.url("/x"),
+        &[("authorization", "Bearer client-own.jwt.x")],
+    )
+    .await;
     assert_eq!(parts.status, 401);
     assert_eq!(master.seen().len(), 1);
-    assert_eq!(master.last().authorization(), Some("token=client-own.jwt.x"));
+    assert_eq!(
+        master.last().authorization(),
+        Some("token=client-own.jwt.x")
+    );
 }
 
 #[tokio::test]
@@ -621,4 +672,154 @@ async fn logging_out_stops_sending_the_token() {
     let (parts, _) = get(&f.url("/x"), &[]).await;
     assert_eq!(parts.status, 401);
     assert_eq!(master.last().authorization(), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// Load: rotation under traffic
+// ---------------------------------------------------------------------------------------
+
+/// Four clients send requests back to back while the config is rewritten in place 60
+/// times; every other rewrite is a slow one, with the file left for a while holding its
+/// URL line but not yet its token line, and two in three are waited for until requests
+/// carry them. No request may fail, none may reach the master
+/// without a token, and within a second of the last write every request carries the last
+/// token. The test is bounded by count (60 rewrites) and by time (a minute at most).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_rewrites_under_four_busy_clients_fail_nothing() {
+    const REWRITES: usize = 60;
+    const CLIENTS: usize = 4;
+    let master = Arc::new(FakeMaster::start().await);
+    let tokens: Vec<String> = (0..=REWRITES).map(|i| jwt(&format!("load-{i}"))).collect();
+    for t in &tokens {
+        master.accept(t);
+    }
+    let dcos = DcosDir::new();
+    dcos.setup("c1", &master.url, Some(&tokens[0]));
+    let f = Following::start(&dcos, None, None).await;
+    let url = f.url("/load");
+
+    let run = async {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (stop, url) = (stop.clone(), url.clone());
+                tokio::spawn(async move {
+                    let client = client();
+                    let (mut ok, mut failed) = (0usize, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let req = Request::get(&url).body(empty()).unwrap();
+                        match client.request(req).await {
+                            Ok(resp) => {
+                                let status = resp.status();
+                                let _ = resp.into_body().collect().await;
+                                if status == StatusCode::OK {
+                                    ok += 1;
+                                } else {
+                                    failed.push(status.to_string());
+                                }
+                            }
+                            Err(e) => failed.push(e.to_string()),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+
+        // Pace the writes by traffic, not by the clock: each rewrite waits until the
+        // master has seen more requests.
+        let file = dcos.file("c1");
+        for (i, token) in tokens.iter().enumerate().skip(1) {
+            master.wait_count(master.count() + 8).await;
+            let text = dcos_toml(&master.url, Some(token), "c1");
+            if i % 2 == 0 {
+                std::fs::write(&file, &text).unwrap();
+            } else {
+                use std::io::Write;
+                let split = text.find("dcos_acs_token").unwrap();
+                let mut w = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&file)
+                    .unwrap();
+                w.write_all(&text.as_bytes()[..split]).unwrap();
+                w.flush().unwrap();
+                // Requests go on while the file has a URL but no token.
+                master.wait_count(master.count() + 2).await;
+                w.write_all(&text.as_bytes()[split..]).unwrap();
+            }
+            // Two writes in three are seen through before the next: the rest come in quick
+            // succession, and only the last of such a burst need ever be used.
+            if i % 3 != 0 {
+                let want = token_header(token);
+                loop {
+                    master.wait_count(master.count() + 1).await;
+                    if master.last().authorization() == Some(want.as_str()) {
+                        break;
+                    }
+                }
+            }
+        }
+        let last_write = std::time::Instant::now();
+        let last = tokens.last().unwrap();
+
+        // Keep the clients going until requests arrive more than a second after the
+        // last write, then a few more.
+        loop {
+            master.wait_count(master.count() + 1).await;
+            if master.last().at > last_write + Duration::from_secs(1) {
+                break;
+            }
+        }
+        master.wait_count(master.count() + 20).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut ok = 0;
+        for c in clients {
+            let (n, failed) = c.await.unwrap();
+            assert!(failed.is_empty(), "failed requests: {failed:?}");
+            ok += n;
+        }
+        (ok, last_write, last.clone())
+    };
+    let (ok, last_write, last) = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the load test finishes within a minute");
+
+    let seen = master.seen();
+    let valid: std::collections::HashSet<String> = tokens.iter().map(|t| token_header(t)).collect();
+    for (i, r) in seen.iter().enumerate() {
+        let auth = r
+            .authorization()
+            .unwrap_or_else(|| panic!("request {i} had no token"));
+        assert!(valid.contains(auth), "request {i} had an unknown token");
+    }
+    // Equal counts also show that no request needed the 401 retry to succeed.
+    assert_eq!(
+        seen.len(),
+        ok,
+        "every request reached the master once and got 200"
+    );
+    let final_auth = token_header(&last);
+    let late: Vec<_> = seen
+        .iter()
+        .filter(|r| r.at > last_write + Duration::from_secs(1))
+        .collect();
+    assert!(late.len() >= 20);
+    assert!(
+        late.iter()
+            .all(|r| r.authorization() == Some(final_auth.as_str())),
+        "a request more than a second after the last write carried an older token"
+    );
+    let distinct: std::collections::HashSet<_> =
+        seen.iter().filter_map(|r| r.authorization()).collect();
+    assert!(
+        distinct.len() > REWRITES * 2 / 3,
+        "{} tokens used",
+        distinct.len()
+    );
+    eprintln!(
+        "load: {} requests, 0 failed, {} distinct tokens used across {REWRITES} rewrites",
+        seen.len(),
+        distinct.len()
+    );
 }

@@ -13,7 +13,9 @@
 //! 2. **Debounce**: wait until the burst has been quiet for [`DEBOUNCE`].
 //! 3. **Settle**: run discovery; if the result differs from what is in use, run it again
 //!    after [`SETTLE`] and act only when two reads agree. A truncated file read in the
-//!    middle of a write never agrees with the finished one.
+//!    middle of a write never agrees with the finished one. Dropping the token waits
+//!    longer ([`LOGOUT_SETTLE`]), so a file caught with its URL line written and its
+//!    token line not yet never sends a request without a token.
 //! 4. **Keep last good**: an invalid result is logged once (naming the file and line)
 //!    and the last good snapshot stays in use. A valid one is published as one new
 //!    snapshot; the pooled client is rebuilt only if the master or TLS set-up changed.
@@ -50,6 +52,10 @@ pub const DEBOUNCE: Duration = Duration::from_millis(10);
 pub const MAX_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Time between the two reads that must agree before a changed config is used.
 pub const SETTLE: Duration = Duration::from_millis(20);
+/// Time between the two reads that must agree before a token is dropped (a logout, or a
+/// file caught mid-write with its URL line written and its token line not yet): a
+/// logout is rare and never urgent, a request sent without a token by mistake fails.
+pub const LOGOUT_SETTLE: Duration = Duration::from_millis(250);
 /// How many times the settle check is repeated while the files keep changing.
 const MAX_SETTLE_ROUNDS: usize = 10;
 /// How often the files are read when the platform watcher cannot be used.
@@ -238,24 +244,42 @@ impl Tracker {
         }
     }
 
-    /// Read the config; act on it once two reads [`SETTLE`] apart agree.
+    /// Whether `loaded` would take the token away from the same master.
+    fn drops_token(&self, loaded: &Result<ClusterConfig, ConfigError>) -> bool {
+        match (loaded, &self.current) {
+            (Ok(new), Some(cur)) => {
+                new.token.is_none() && cur.token.is_some() && new.dcos_url == cur.dcos_url
+            }
+            _ => false,
+        }
+    }
+
+    /// Read the config; act on it once two reads [`SETTLE`] apart agree ([`LOGOUT_SETTLE`]
+    /// when the token would go). While the files keep changing, nothing is done: the
+    /// events of those changes bring the watcher back.
     pub async fn reload(&mut self) {
         let mut seen = self.load().await;
         for _ in 0..MAX_SETTLE_ROUNDS {
             if self.unchanged(&seen) {
                 return;
             }
-            tokio::time::sleep(SETTLE).await;
+            let pause = if self.drops_token(&seen) {
+                LOGOUT_SETTLE
+            } else {
+                SETTLE
+            };
+            tokio::time::sleep(pause).await;
             let again = self.load().await;
             if same(&seen, &again) {
-                break;
+                match again {
+                    Ok(cfg) => self.publish(cfg),
+                    Err(e) => self.problem(e),
+                }
+                return;
             }
             seen = again;
         }
-        match seen {
-            Ok(cfg) => self.publish(cfg),
-            Err(e) => self.problem(e),
-        }
+        tracing::debug!("the DC/OS config keeps changing; looking again at the next change");
     }
 
     fn publish(&mut self, cfg: ClusterConfig) {
@@ -286,13 +310,16 @@ impl Tracker {
         {
             tracing::debug!(master = %upstream.url, "new master or TLS settings: new connection pool");
         }
-        announce(&cfg, &upstream, change);
+        drop(snapshot);
+        // Publish first, then tell: whoever reads the log line finds the change in use.
+        self.published.store(Snapshot::Ready(upstream));
+        if let Some(up) = self.published.load().upstream() {
+            announce(&cfg, up, change);
+        }
         self.expiry = Expiry::for_config(Some(&cfg));
         self.expiry.check(SystemTime::now());
         self.current = Some(cfg);
         self.last_problem = None;
-        drop(snapshot);
-        self.published.store(Snapshot::Ready(upstream));
     }
 
     fn problem(&mut self, e: ConfigError) {

@@ -144,6 +144,24 @@ impl FakeMaster {
         self.state.seen.lock().unwrap().clone()
     }
 
+    /// How many requests the master has received.
+    pub fn count(&self) -> usize {
+        self.state.seen.lock().unwrap().len()
+    }
+
+    /// Wait until the master has received at least `n` requests, without copying them.
+    pub async fn wait_count(&self, n: usize) {
+        loop {
+            let notified = self.state.arrived.notified();
+            if self.count() >= n {
+                return;
+            }
+            tokio::time::timeout(Duration::from_secs(10), notified)
+                .await
+                .expect("master did not receive the expected request within 10 s");
+        }
+    }
+
     /// Wait until the master has received at least `n` requests.
     pub async fn wait_for(&self, n: usize) -> Vec<Seen> {
         loop {
