@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{FakeMaster, VALID, get, ws_echo};
+use common::{FakeMaster, VALID, get, jwt_with, unix_now, ws_echo};
 use http::{StatusCode, header};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -609,6 +609,46 @@ fn assert_error_exit(out: &Finished, needles: &[&str]) -> String {
 /// Environment for the error tests: backtraces on, so that a panic or an error printed
 /// with `{:?}` would show one.
 const BACKTRACE_ON: (&str, &str) = ("RUST_BACKTRACE", "1");
+
+#[tokio::test]
+async fn startup_says_who_is_logged_in_and_warns_before_expiry() {
+    let token = jwt_with("soon-gone", Some(unix_now() + 2 * 3600));
+    let mut on = start_on_cluster(Some(&token), &[], &[]).await;
+    let line = on
+        .proxy
+        .wait_stderr(&["using DC/OS cluster", "uid=soon-gone"])
+        .await;
+    assert!(
+        line.contains("expires_in=1h59m") || line.contains("expires_in=2h0m"),
+        "{line}"
+    );
+    assert!(line.contains("test-cluster"), "{line}");
+    on.proxy
+        .wait_stderr(&["expires in under 24 h", "dcos auth login"])
+        .await;
+    let out = on.proxy.stop().await;
+    assert!(!out.all().contains(&token), "{}", out.show());
+}
+
+#[tokio::test]
+async fn an_expired_token_is_reported_and_still_forwarded() {
+    let token = jwt_with("gone", Some(unix_now() - 60));
+    let mut on = start_on_cluster(Some(&token), &[], &[]).await;
+    on.proxy
+        .wait_stderr(&["using DC/OS cluster", "uid=gone", "expires_in=expired"])
+        .await;
+    on.proxy
+        .wait_stderr(&["token has expired", "dcos auth login", "401"])
+        .await;
+    // The master decides: its 401 reaches the client.
+    let (parts, _) = get(&format!("{}/x", on.url), &[]).await;
+    assert_eq!(parts.status, 401);
+    assert_eq!(
+        on.master.last().authorization(),
+        Some(token_header(&token).as_str())
+    );
+    on.proxy.stop().await;
+}
 
 #[tokio::test]
 async fn a_missing_dcos_dir_is_reported_answered_with_503_and_used_once_it_appears() {

@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use common::*;
 use dcos_token_proxy::Proxy;
@@ -35,10 +33,9 @@ const WAIT: Duration = Duration::from_secs(10);
 // Harness
 // ---------------------------------------------------------------------------------------
 
-/// A JWT-shaped token for `uid` (the signature is never checked by anyone here).
+/// A token for `uid` that expires in 2100.
 fn jwt(uid: &str) -> String {
-    let payload = URL_SAFE_NO_PAD.encode(format!(r#"{{"uid":"{uid}","exp":4102444800}}"#));
-    format!("eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln")
+    jwt_with(uid, Some(4_102_444_800))
 }
 
 fn dcos_toml(url: &str, token: Option<&str>, name: &str) -> String {

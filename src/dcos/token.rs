@@ -131,16 +131,16 @@ impl Token {
     }
 }
 
-/// A duration as people read it: `4d 23h`, `5h 12m`, `3m 20s`, `42s`.
+/// A duration as people read it, in one word: `4d23h`, `5h12m`, `3m20s`, `42s`.
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     let (days, hours, mins, secs) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
     if days > 0 {
-        format!("{days}d {hours}h")
+        format!("{days}d{hours}h")
     } else if hours > 0 {
-        format!("{hours}h {mins}m")
+        format!("{hours}h{mins}m")
     } else if mins > 0 {
-        format!("{mins}m {secs}s")
+        format!("{mins}m{secs}s")
     } else {
         format!("{secs}s")
     }
@@ -238,15 +238,9 @@ mod tests {
 
     #[test]
     fn durations_read_well() {
-        assert_eq!(
-            human_duration(Duration::from_secs(5 * 86_400 - 1)),
-            "4d 23h"
-        );
-        assert_eq!(
-            human_duration(Duration::from_secs(3 * 3_600 + 125)),
-            "3h 2m"
-        );
-        assert_eq!(human_duration(Duration::from_secs(200)), "3m 20s");
+        assert_eq!(human_duration(Duration::from_secs(5 * 86_400 - 1)), "4d23h");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3_600 + 125)), "3h2m");
+        assert_eq!(human_duration(Duration::from_secs(200)), "3m20s");
         assert_eq!(human_duration(Duration::from_secs(42)), "42s");
     }
 

@@ -418,6 +418,60 @@ mod tests {
         assert_eq!(up.target(None).unwrap(), "http://m.example/dcos/");
     }
 
+    fn self_signed_pem(name: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_token_change_keeps_the_pool_and_a_master_or_tls_change_does_not() {
+        use crate::dcos::token::Token;
+        let settings = Settings::default();
+        let mut c = cluster("https://m.example");
+        c.ssl_verify = SslVerify::Insecure;
+        c.token = Some(Token::new("a.b.c").unwrap());
+        let up = Upstream::new(&c, &settings).unwrap();
+
+        c.token = Some(Token::new("d.e.f").unwrap());
+        let rotated = up.next(&c, &settings).unwrap();
+        assert!(rotated.shares_client_with(&up));
+        assert_ne!(rotated.auth, up.auth);
+        assert_eq!(rotated.auth.as_ref().unwrap(), "token=d.e.f");
+
+        let mut moved = c.clone();
+        moved.dcos_url = "https://other.example".parse().unwrap();
+        assert!(!up.next(&moved, &settings).unwrap().shares_client_with(&up));
+
+        // A CA bundle: the same bytes keep the pool, new bytes at the same path do not.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("dcos_ca.crt");
+        std::fs::write(&ca, self_signed_pem("one")).unwrap();
+        let mut bundled = c.clone();
+        bundled.ssl_verify = SslVerify::CaBundle(ca.clone());
+        let with_ca = up.next(&bundled, &settings).unwrap();
+        assert!(!with_ca.shares_client_with(&up), "TLS mode changed");
+        assert!(
+            with_ca
+                .next(&bundled, &settings)
+                .unwrap()
+                .shares_client_with(&with_ca)
+        );
+        std::fs::write(&ca, self_signed_pem("two")).unwrap();
+        assert!(
+            !with_ca
+                .next(&bundled, &settings)
+                .unwrap()
+                .shares_client_with(&with_ca)
+        );
+        // A bundle that went missing is an error (the caller keeps the last good one).
+        std::fs::remove_file(&ca).unwrap();
+        assert!(matches!(
+            with_ca.next(&bundled, &settings),
+            Err(UpstreamError::CaRead { .. })
+        ));
+    }
+
     #[test]
     fn unusable_urls_are_errors_not_placeholders() {
         let err = Upstream::new(&cluster("/relative/only"), &Settings::default()).unwrap_err();

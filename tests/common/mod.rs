@@ -42,6 +42,24 @@ pub const VALID: &str = "eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOiJib290c3RyYXB1c2VyIn0.c2
 /// A well-formed token the fake master rejects.
 pub const OTHER: &str = "eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOiJtYWxsb3J5In0.b3RoZXI";
 
+/// A JWT-shaped token for `uid`, expiring at `exp` (seconds since 1970) if given. Its
+/// signature is never checked by anyone here.
+pub fn jwt_with(uid: &str, exp: Option<u64>) -> String {
+    use base64::Engine;
+    let exp = exp.map(|e| format!(",\"exp\":{e}")).unwrap_or_default();
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{{\"uid\":\"{uid}\"{exp}}}"));
+    format!("eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln")
+}
+
+/// Seconds since 1970, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestBody = BoxBody<Bytes, BoxError>;
 
