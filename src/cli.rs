@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
-use crate::settings::{ClientAuth, LogFormat, parse_duration};
+use crate::settings::{ClientAuth, LogFormat, WatchMode, parse_duration};
 
 const ABOUT: &str = "A localhost reverse proxy that authenticates every request to a DC/OS \
 cluster with your DC/OS CLI login.";
@@ -123,6 +123,12 @@ pub struct Cli {
     /// Cluster to use, by name or ID [default: $DCOS_CLUSTER, else the attached cluster]
     #[arg(long, value_name = "NAME|ID", env = "DCOS_TOKEN_PROXY_CLUSTER")]
     pub cluster: Option<String>,
+
+    /// How to follow the DC/OS config for changes: `auto` uses file events and falls back
+    /// to polling; `poll` reads the files every second (network file systems)
+    /// [default: auto]
+    #[arg(long, value_enum, value_name = "MODE", env = "DCOS_TOKEN_PROXY_WATCH")]
+    pub watch: Option<WatchMode>,
 
     /// Master URL; overrides core.dcos_url and $DCOS_URL
     #[arg(long, value_name = "URL", env = "DCOS_TOKEN_PROXY_UPSTREAM")]

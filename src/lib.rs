@@ -3,12 +3,15 @@
 //!
 //! Where things are:
 //! - [`settings`] and [`cli`]: the proxy's own settings (defaults < file < env < flags);
-//! - [`dcos`]: the DC/OS CLI's config files and the token (where credentials come from);
+//! - [`dcos`]: the DC/OS CLI's config files and the token (their formats);
+//! - [`source`]: where the current credentials come from, and how they stay fresh;
 //! - [`proxy`]: what happens to a request;
-//! - [`server`]: listening, connections and graceful shutdown.
+//! - [`listener`] and [`server`]: listening (TCP or a Unix socket), connections, limits
+//!   and graceful shutdown.
 //!
 //! [`Proxy`] is the in-process entry point used by `main` and by the integration tests:
-//! [`Proxy::bind`] then [`Proxy::serve`].
+//! [`Proxy::bind`] (or [`Proxy::bind_waiting`]), optionally [`Proxy::follow`], then
+//! [`Proxy::serve`].
 
 pub mod cli;
 pub mod dcos;
@@ -18,6 +21,7 @@ pub mod logging;
 pub mod proxy;
 pub mod server;
 pub mod settings;
+pub mod source;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -25,12 +29,14 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
+use crate::dcos::config::{ClusterConfig, ConfigError};
 use crate::listener::{Listener, UnixSocketError};
 use crate::proxy::guard::Guard;
 use crate::proxy::service::Shared;
 use crate::proxy::upstream::{Upstream, UpstreamError};
 use crate::settings::{ListenAddr, Settings};
+use crate::source::watch::{Follow, Tracker};
+use crate::source::{Change, Published, RereadRequests, Snapshot, announce};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +79,49 @@ pub struct Proxy {
     /// The TCP address actually bound; `None` on a Unix socket.
     local_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
+    published: Arc<Published>,
+    rereads: RereadRequests,
     settings: Settings,
+    /// The config behind the first snapshot (`None` while waiting for one).
+    initial: Option<ClusterConfig>,
+    tracker: Option<Tracker>,
 }
 
 impl Proxy {
     /// Set up the upstream for `cluster` and bind the listen address.
     pub async fn bind(settings: &Settings, cluster: &ClusterConfig) -> Result<Self, StartError> {
         let upstream = Upstream::new(cluster, settings)?;
+        let proxy = Self::bind_with(settings, Some(cluster), |local_addr| {
+            if let Some(local_addr) = local_addr
+                && points_at(&cluster.dcos_url, local_addr)
+            {
+                return Err(StartError::Loop {
+                    url: upstream.url.clone(),
+                    addr: local_addr,
+                });
+            }
+            announce(cluster, &upstream, Change::First);
+            Ok(Snapshot::Ready(upstream))
+        })
+        .await?;
+        Ok(proxy)
+    }
+
+    /// Bind the listen address with no cluster set up yet (`why` says what is missing
+    /// and how to fix it): requests get 503 until [`Proxy::follow`] finds a config.
+    pub async fn bind_waiting(settings: &Settings, why: &ConfigError) -> Result<Self, StartError> {
+        Self::bind_with(settings, None, |_| {
+            tracing::warn!("{why}; waiting for it (requests get 503 until then)");
+            Ok(Snapshot::Waiting(why.to_string().into()))
+        })
+        .await
+    }
+
+    async fn bind_with(
+        settings: &Settings,
+        initial: Option<&ClusterConfig>,
+        first: impl FnOnce(Option<SocketAddr>) -> Result<Snapshot, StartError>,
+    ) -> Result<Self, StartError> {
         let (listener, local_addr) = match &settings.listen {
             ListenAddr::Tcp(addr) => {
                 let addr = *addr;
@@ -89,12 +131,6 @@ impl Proxy {
                 let local = listener
                     .local_addr()
                     .map_err(|error| StartError::Bind { addr, error })?;
-                if points_at(&cluster.dcos_url, local) {
-                    return Err(StartError::Loop {
-                        url: upstream.url.clone(),
-                        addr: local,
-                    });
-                }
                 (Listener::Tcp(listener), Some(local))
             }
             #[cfg(unix)]
@@ -107,11 +143,18 @@ impl Proxy {
                 }));
             }
         };
-        announce(cluster, &upstream);
+        let (published, rereads) = Published::new(first(local_addr)?);
+        let published = Arc::new(published);
         if let Some(addr) = local_addr.filter(|a| !a.ip().to_canonical().is_loopback()) {
+            let hosts: Vec<String> = settings
+                .policy
+                .allowed_hosts
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             tracing::warn!(
                 listen = %addr,
-                allowed_hosts = %settings.policy.allowed_hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                allowed_hosts = %hosts.join(","),
                 "listening beyond loopback (--allow-remote): anyone who can reach this address \
                  acts as you on the cluster; clients must use a host name in allowed_hosts"
             );
@@ -122,7 +165,7 @@ impl Proxy {
         };
         let guard = Guard::new(&settings.policy, local_addr.map(|a| a.port()));
         let shared = Shared::new(
-            upstream,
+            published.clone(),
             settings.client_auth,
             settings.response_timeout,
             fallback_host,
@@ -132,8 +175,32 @@ impl Proxy {
             listener,
             local_addr,
             shared: Arc::new(shared),
+            published,
+            rereads,
             settings: settings.clone(),
+            initial: initial.cloned(),
+            tracker: None,
         })
+    }
+
+    /// Follow the DC/OS CLI config from now on: new logins, cluster switches and new
+    /// clusters take effect without a restart. The file watches are in place when this
+    /// returns.
+    pub fn follow(mut self, follow: Follow) -> Self {
+        self.tracker = Some(Tracker::start(
+            self.published.clone(),
+            &self.settings,
+            follow,
+            self.local_addr,
+            self.initial.take(),
+        ));
+        self
+    }
+
+    /// The published snapshots: the current one, and a way to wait for the next (for
+    /// tests and monitoring).
+    pub fn source(&self) -> Arc<Published> {
+        self.published.clone()
     }
 
     /// The TCP address actually bound (useful with port 0); `None` on a Unix socket.
@@ -168,6 +235,11 @@ impl Proxy {
             None => self.settings.listen.to_string(),
         };
         tracing::info!(%listen, "proxy ready");
+        // Without a tracker, `rereads` is dropped here and a 401 is passed straight on.
+        let follower = self
+            .tracker
+            .map(|t| tokio::spawn(t.run(self.rereads)))
+            .map(AbortOnDrop);
         let limits = server::Limits {
             header_read_timeout: self.settings.header_read_timeout,
             max_header_bytes: self.settings.max_header_bytes,
@@ -175,12 +247,22 @@ impl Proxy {
             grace: self.settings.shutdown_grace,
         };
         server::serve(self.listener, self.shared, limits, shutdown).await;
+        drop(follower);
+    }
+}
+
+/// Stops a background task when dropped (also when `serve` itself is cancelled).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 /// What the host part of a URL names, as far as loopback checks care.
 #[derive(Debug, PartialEq, Eq)]
-enum HostKind {
+pub(crate) enum HostKind {
     /// `localhost`: resolves to loopback.
     Localhost,
     /// An IP literal (IPv6 without its brackets).
@@ -190,7 +272,7 @@ enum HostKind {
 }
 
 impl HostKind {
-    fn of(url: &http::Uri) -> Option<Self> {
+    pub(crate) fn of(url: &http::Uri) -> Option<Self> {
         let host = url.host()?.trim_start_matches('[').trim_end_matches(']');
         Some(if host.eq_ignore_ascii_case("localhost") {
             Self::Localhost
@@ -201,7 +283,7 @@ impl HostKind {
         })
     }
 
-    fn is_loopback(&self) -> bool {
+    pub(crate) fn is_loopback(&self) -> bool {
         match self {
             Self::Localhost => true,
             Self::Ip(ip) => ip.is_loopback(),
@@ -211,7 +293,7 @@ impl HostKind {
 }
 
 /// Whether `url` would reach the listener bound at `local`.
-fn points_at(url: &http::Uri, local: SocketAddr) -> bool {
+pub(crate) fn points_at(url: &http::Uri, local: SocketAddr) -> bool {
     let default_port = if url.scheme_str() == Some("https") {
         443
     } else {
@@ -225,45 +307,6 @@ fn points_at(url: &http::Uri, local: SocketAddr) -> bool {
         Some(HostKind::Localhost) => any || local.ip().is_loopback(),
         Some(HostKind::Ip(ip)) => any || ip == local.ip(),
         Some(HostKind::Name) | None => false,
-    }
-}
-
-/// Say once, at startup, which cluster is in use and whether anything needs doing.
-fn announce(cluster: &ClusterConfig, upstream: &Upstream) {
-    let source = match &cluster.source {
-        ConfigSource::Cluster { file, .. } | ConfigSource::Legacy { file } => {
-            file.display().to_string()
-        }
-        ConfigSource::EnvOnly => "environment (DCOS_URL / --upstream)".to_owned(),
-    };
-    tracing::info!(
-        cluster = cluster.name.as_deref().unwrap_or("-"),
-        master = %upstream.url,
-        config = %source,
-        "using DC/OS cluster"
-    );
-    if cluster.token.is_none() {
-        tracing::warn!(
-            config = %source,
-            "not logged in: run `dcos auth login`; forwarding requests without a token until then"
-        );
-    }
-    let plain_remote = cluster.dcos_url.scheme_str() == Some("http")
-        && HostKind::of(&cluster.dcos_url).is_some_and(|h| !h.is_loopback());
-    if plain_remote {
-        tracing::warn!(
-            master = %upstream.url,
-            "the master URL is plain http://: your token crosses the network unencrypted; \
-             use https:// in core.dcos_url if the cluster offers it"
-        );
-    } else if cluster.dcos_url.scheme_str() == Some("https")
-        && cluster.ssl_verify == SslVerify::Insecure
-    {
-        tracing::warn!(
-            master = %upstream.url,
-            "TLS verification is off (core.ssl_verify = false): anyone on the path to the \
-             master can read your token; set core.ssl_verify to the cluster CA (dcos_ca.crt)"
-        );
     }
 }
 

@@ -62,6 +62,18 @@ pub enum ClientAuth {
     Replace,
 }
 
+/// How the DC/OS CLI config is followed for changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// The platform's file events (inotify, FSEvents, …), falling back to polling when
+    /// they cannot be used.
+    #[default]
+    Auto,
+    /// Read the files every second, e.g. on network file systems that deliver no events.
+    Poll,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -124,6 +136,8 @@ pub struct DcosSection {
     pub dir: Option<PathBuf>,
     /// `dcos.cluster`: cluster name or ID.
     pub cluster: Option<String>,
+    /// `dcos.watch`: "auto" or "poll".
+    pub watch: Option<WatchMode>,
 }
 
 /// `[upstream]`: the master and how to talk to it.
@@ -324,6 +338,8 @@ pub struct Settings {
     pub log_filter: String,
     /// How to find the DC/OS CLI config.
     pub discover: DiscoverOptions,
+    /// How to follow it for changes.
+    pub watch: WatchMode,
 }
 
 impl Default for Settings {
@@ -342,6 +358,7 @@ impl Default for Settings {
             log_format: LogFormat::default(),
             log_filter: DEFAULT_LOG_LEVEL.to_owned(),
             discover: DiscoverOptions::default(),
+            watch: WatchMode::default(),
         }
     }
 }
@@ -400,6 +417,7 @@ impl Settings {
         }
         s.client_auth = cli.client_auth.or(file.client_auth).unwrap_or_default();
         s.log_format = cli.log_format.or(file.log.format).unwrap_or_default();
+        s.watch = cli.watch.or(file.dcos.watch).unwrap_or_default();
         pick_duration(
             &mut s.shutdown_grace,
             cli.shutdown_grace,

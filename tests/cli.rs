@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{FakeMaster, VALID, get, ws_echo_under};
+use common::{FakeMaster, VALID, get, jwt_with, unix_now, ws_echo_under};
 use http::{StatusCode, header};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -638,24 +638,76 @@ fn assert_error_exit(out: &Finished, needles: &[&str]) -> String {
 const BACKTRACE_ON: (&str, &str) = ("RUST_BACKTRACE", "1");
 
 #[tokio::test]
-async fn error_missing_dcos_dir_names_it_and_the_fix() {
+async fn startup_says_who_is_logged_in_and_warns_before_expiry() {
+    let token = jwt_with("soon-gone", Some(unix_now() + 2 * 3600));
+    let mut on = start_on_cluster(Some(&token), &[], &[]).await;
+    let line = on
+        .proxy
+        .wait_stderr(&["using DC/OS cluster", "uid=soon-gone"])
+        .await;
+    assert!(
+        line.contains("expires_in=1h59m") || line.contains("expires_in=2h0m"),
+        "{line}"
+    );
+    assert!(line.contains("test-cluster"), "{line}");
+    on.proxy
+        .wait_stderr(&["expires in under 24 h", "dcos auth login"])
+        .await;
+    let out = on.proxy.stop().await;
+    assert!(!out.all().contains(&token), "{}", out.show());
+}
+
+#[tokio::test]
+async fn an_expired_token_is_reported_and_still_forwarded() {
+    let token = jwt_with("gone", Some(unix_now() - 60));
+    let mut on = start_on_cluster(Some(&token), &[], &[]).await;
+    on.proxy
+        .wait_stderr(&["using DC/OS cluster", "uid=gone", "expires_in=expired"])
+        .await;
+    on.proxy
+        .wait_stderr(&["token has expired", "dcos auth login", "401"])
+        .await;
+    // The master decides: its 401 reaches the client.
+    let (parts, _) = get(&format!("{}/x", on.url), &[]).await;
+    assert_eq!(parts.status, 401);
+    assert_eq!(
+        on.master.last().authorization(),
+        Some(token_header(&token).as_str())
+    );
+    on.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_dcos_dir_is_reported_answered_with_503_and_used_once_it_appears() {
+    let master = FakeMaster::start().await;
     let home = TempDir::new().unwrap();
     let missing = home.path().join("no-such-dcos-dir");
-    let out = run(
+    let mut proxy = Proxy::spawn(
         home.path(),
         &["--dcos-dir", s(&missing), "--listen", "127.0.0.1:0"],
         &[BACKTRACE_ON],
-    )
-    .await;
-    assert_error_exit(
-        &out,
-        &[
-            s(&missing),
-            "dcos cluster setup",
-            "--upstream",
-            "DCOS_ACS_TOKEN",
-        ],
     );
+    let url = proxy.url().await;
+    proxy
+        .wait_stderr(&[s(&missing), "does not exist", "dcos cluster setup", "503"])
+        .await;
+    let (parts, body) = get(&format!("{url}/service/marathon/v2/apps"), &[]).await;
+    assert_eq!(parts.status, 503);
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("dcos cluster setup"), "{body}");
+    assert!(master.seen().is_empty());
+
+    // `dcos cluster setup` creates the directory tree and logs in.
+    write_cluster(&missing, "c0ffee-1", "late", &master.url, Some(VALID), true);
+    proxy.wait_stderr(&["using DC/OS cluster", "late"]).await;
+    let (parts, _) = get(&format!("{url}/service/marathon/v2/apps"), &[]).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(VALID).as_str())
+    );
+    let out = proxy.stop().await;
+    assert!(!out.all().contains("panicked"), "{}", out.show());
 }
 
 #[tokio::test]

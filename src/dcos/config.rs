@@ -477,6 +477,18 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// Whether this only means "no cluster is set up yet" (no DC/OS directory, no
+    /// clusters): the proxy can start and wait for `dcos cluster setup`, rather than
+    /// stop. Every other error is a mistake to fix now.
+    pub fn is_not_set_up(&self) -> bool {
+        matches!(
+            self,
+            Self::NoConfig { .. } | Self::NoClusters { .. } | Self::NoClustersDir { .. }
+        )
+    }
+}
+
 fn position_suffix(position: Option<(usize, usize)>) -> String {
     match position {
         Some((line, column)) => format!(" line {line}, column {column}"),

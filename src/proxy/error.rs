@@ -3,7 +3,8 @@
 //! Classified by where they came from, as pingora does: the master unreachable, a TLS
 //! failure or a reset is **502**; no response headers in time is **504**; a request the
 //! proxy cannot forward is **400**. The body is one line of plain text naming the
-//! upstream URL, the cause and, where there is one, the fix.
+//! upstream URL, the cause and, where there is one, the fix. With no cluster set up yet,
+//! every request gets **503** saying how to set one up.
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -45,6 +46,12 @@ pub enum ProxyError {
     /// The request target could not be mapped onto the master.
     #[error("cannot forward this request target: {0}")]
     BadRequest(String),
+    /// The client did not send its (small, buffered) request body in time.
+    #[error("the request body did not arrive within {}s; send it, or a shorter Content-Length", .0.as_secs_f64())]
+    BodyTimeout(Duration),
+    /// No DC/OS cluster is set up yet; the message says how to set one up.
+    #[error("no DC/OS cluster to forward to yet: {0}")]
+    Unconfigured(std::sync::Arc<str>),
 }
 
 impl ProxyError {
@@ -54,6 +61,8 @@ impl ProxyError {
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) | Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Unconfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -82,24 +82,35 @@ pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
 ///
 /// With [`ClientAuth::Replace`], `own` always wins; when not logged in the `Keep` rules
 /// apply, so a client's own token still works.
-pub fn apply_authorization(headers: &mut HeaderMap, policy: ClientAuth, own: Option<&HeaderValue>) {
+///
+/// Returns whose credentials the request now carries.
+pub fn apply_authorization(
+    headers: &mut HeaderMap,
+    policy: ClientAuth,
+    own: Option<&HeaderValue>,
+) -> Credentials {
     if let (ClientAuth::Replace, Some(own)) = (policy, own) {
         headers.insert(header::AUTHORIZATION, own.clone());
-        return;
+        return Credentials::Proxy;
     }
     let rewritten = match headers.get(header::AUTHORIZATION) {
         None => own.cloned(),
         Some(v) => match classify(v.as_bytes()) {
-            Presented::TokenForm => return,
+            Presented::TokenForm => return Credentials::Client,
             Presented::Bearer(jwt) => {
                 let mut value = Vec::with_capacity(TOKEN_PREFIX.len() + jwt.len());
                 value.extend_from_slice(TOKEN_PREFIX.as_bytes());
                 value.extend_from_slice(jwt);
                 // Bytes of a header value minus its prefix are always a valid value.
-                HeaderValue::from_bytes(&value).ok().map(|mut v| {
+                let rewritten = HeaderValue::from_bytes(&value).ok().map(|mut v| {
                     v.set_sensitive(true);
                     v
-                })
+                });
+                if let Some(v) = rewritten {
+                    headers.insert(header::AUTHORIZATION, v);
+                    return Credentials::Client;
+                }
+                own.cloned()
             }
             Presented::Other => own.cloned(),
         },
@@ -112,6 +123,17 @@ pub fn apply_authorization(headers: &mut HeaderMap, policy: ClientAuth, own: Opt
             headers.remove(header::AUTHORIZATION);
         }
     }
+    Credentials::Proxy
+}
+
+/// Whose credentials a forwarded request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// The proxy's own token (or none, when not logged in): a 401 may mean the proxy's
+    /// token is stale, so a re-read and retry can help.
+    Proxy,
+    /// The client's own token: a 401 is about the client's token and is passed on.
+    Client,
 }
 
 /// What a client's `Authorization` header holds.
@@ -303,6 +325,27 @@ mod tests {
             auth_after(Replace, None, Some("Bearer x")).as_deref(),
             Some("token=x")
         );
+    }
+
+    #[test]
+    fn says_whose_credentials_went_to_the_master() {
+        let own = HeaderValue::from_static("token=OWN");
+        let whose = |policy, own: Option<&HeaderValue>, sent: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(s) = sent {
+                h.insert(header::AUTHORIZATION, HeaderValue::from_str(s).unwrap());
+            }
+            apply_authorization(&mut h, policy, own)
+        };
+        use ClientAuth::{Keep, Replace};
+        use Credentials::{Client, Proxy};
+        assert_eq!(whose(Keep, Some(&own), None), Proxy);
+        assert_eq!(whose(Keep, Some(&own), Some("Basic x")), Proxy);
+        assert_eq!(whose(Keep, None, None), Proxy);
+        assert_eq!(whose(Keep, Some(&own), Some("token=mine")), Client);
+        assert_eq!(whose(Keep, Some(&own), Some("Bearer mine")), Client);
+        assert_eq!(whose(Replace, Some(&own), Some("token=mine")), Proxy);
+        assert_eq!(whose(Replace, None, Some("Bearer mine")), Client);
     }
 
     #[test]

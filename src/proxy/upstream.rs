@@ -1,6 +1,10 @@
 //! The master as seen from the request path: one immutable [`Upstream`] per cluster
-//! config, holding the pooled HTTP(S) client, the target URL parts and the ready-made
-//! `Host` and `Authorization` values.
+//! config, holding the pooled HTTP(S) client, the target URL parts, the ready-made
+//! `Host` and `Authorization` values, and what the token says about itself.
+//!
+//! A new config that keeps the master URL and TLS settings (the usual token rotation)
+//! gets a new [`Upstream`] that shares the old one's pooled client
+//! ([`Upstream::next`]); only a change of master or TLS builds a new client.
 //!
 //! TLS follows `core.ssl_verify` (reference §2): `true` verifies with the OS trust store,
 //! a path verifies with exactly that PEM bundle, `false` skips verification (with a
@@ -12,7 +16,6 @@ use std::sync::Arc;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,12 +29,14 @@ use rustls::{
     WantsVerifier,
 };
 
+use super::body::RequestBody;
 use super::headers::MasterOrigin;
 use crate::dcos::config::{ClusterConfig, SslVerify};
+use crate::dcos::token::{Claims, ClaimsError};
 use crate::settings::{DEFAULT_POOL_IDLE_TIMEOUT, Settings};
 
 /// The pooled client type used for every upstream request.
-pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// The largest CA bundle read (the Mozilla bundle is about 220 KiB).
 const MAX_CA_BUNDLE: u64 = 16 * 1024 * 1024;
@@ -74,11 +79,45 @@ pub enum UpstreamError {
     },
 }
 
+/// What the pooled client's TLS set-up was built from; a new config with an equal key
+/// can keep the client (and its warm connections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TlsKey {
+    /// A plain-http master.
+    Plain,
+    /// The OS trust store.
+    System,
+    /// Exactly the certificates of this bundle, as read.
+    Bundle(PathBuf, Arc<[u8]>),
+    /// No verification.
+    Insecure,
+}
+
+impl TlsKey {
+    /// Read what `cluster`'s TLS set-up depends on (the CA bundle's bytes, if any).
+    fn of(cluster: &ClusterConfig) -> Result<Self, UpstreamError> {
+        if cluster.dcos_url.scheme() != Some(&Scheme::HTTPS) {
+            return Ok(Self::Plain);
+        }
+        Ok(match &cluster.ssl_verify {
+            SslVerify::System => Self::System,
+            SslVerify::Insecure => Self::Insecure,
+            SslVerify::CaBundle(path) => Self::Bundle(path.clone(), read_ca_pem(path)?.into()),
+        })
+    }
+}
+
 /// Everything the request path needs to reach one master. Built once per config
 /// change; requests only read it.
 pub struct Upstream {
     /// `dcos_url` as text, for messages.
     pub url: String,
+    /// `cluster.name`, for messages.
+    pub cluster: Option<String>,
+    /// The token's claims: `None` when not logged in, an error when the token is not a
+    /// readable JWT (it is still sent; the master decides).
+    pub claims: Option<Result<Claims, ClaimsError>>,
+    tls: TlsKey,
     scheme: Scheme,
     authority: Authority,
     /// Path prefix of `dcos_url` without a trailing slash; usually empty.
@@ -105,6 +144,34 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Build the upstream for `cluster`: TLS config, connector and pool.
     pub fn new(cluster: &ClusterConfig, settings: &Settings) -> Result<Self, UpstreamError> {
+        Self::build(cluster, settings, TlsKey::of(cluster)?, None)
+    }
+
+    /// The upstream for a changed `cluster`: it shares this one's pooled client when the
+    /// master URL and the TLS set-up (CA bundle bytes included) are unchanged, and gets a
+    /// new client otherwise.
+    pub fn next(
+        &self,
+        cluster: &ClusterConfig,
+        settings: &Settings,
+    ) -> Result<Self, UpstreamError> {
+        let tls = TlsKey::of(cluster)?;
+        let same = tls == self.tls && url_text(&cluster.dcos_url) == self.url;
+        let client = same.then(|| self.client.clone());
+        Self::build(cluster, settings, tls, client)
+    }
+
+    /// Whether `other` was built with this upstream's client (no reconnect, no new TLS).
+    pub fn shares_client_with(&self, other: &Upstream) -> bool {
+        self.url == other.url && self.tls == other.tls
+    }
+
+    fn build(
+        cluster: &ClusterConfig,
+        settings: &Settings,
+        tls: TlsKey,
+        client: Option<HttpsClient>,
+    ) -> Result<Self, UpstreamError> {
         let uri = &cluster.dcos_url;
         let bad = |why| UpstreamError::Url {
             url: uri.to_string(),
@@ -122,32 +189,15 @@ impl Upstream {
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| bad("its host is not a valid Host header"))?;
 
-        // A plain-http master needs no trust store: don't load (or warn about) one.
-        let tls = if scheme == Scheme::HTTPS {
-            tls_config(&cluster.ssl_verify)?
-        } else {
-            config_builder()?
-                .1
-                .with_root_certificates(RootCertStore::empty())
-                .with_no_client_auth()
+        let client = match client {
+            Some(c) => c,
+            None => new_client(&tls, settings)?,
         };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(DEFAULT_POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
-
         Ok(Self {
-            url: uri.to_string().trim_end_matches('/').to_owned(),
+            url: url_text(uri),
+            cluster: cluster.name.clone(),
+            claims: cluster.token.as_ref().map(|t| t.claims()),
+            tls,
             origin: MasterOrigin::new(scheme.clone(), &authority, &prefix),
             scheme,
             authority,
@@ -179,12 +229,40 @@ impl Upstream {
     }
 }
 
-/// Build the rustls client configuration for an `ssl_verify` mode.
-pub fn tls_config(mode: &SslVerify) -> Result<ClientConfig, UpstreamError> {
+/// `dcos_url` as text without a trailing slash, for messages and comparisons.
+fn url_text(uri: &Uri) -> String {
+    uri.to_string().trim_end_matches('/').to_owned()
+}
+
+/// A pooled keep-alive client with the TLS set-up `tls`.
+fn new_client(tls: &TlsKey, settings: &Settings) -> Result<HttpsClient, UpstreamError> {
+    let tls = tls_config(tls)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(settings.connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(DEFAULT_POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+/// Build the rustls client configuration for a TLS set-up.
+fn tls_config(key: &TlsKey) -> Result<ClientConfig, UpstreamError> {
     let (provider, builder) = config_builder()?;
     // hyper-rustls sets ALPN (http/1.1) itself.
-    let config = match mode {
-        SslVerify::System => {
+    let config = match key {
+        // A plain-http master needs no trust store: don't load (or warn about) one.
+        TlsKey::Plain => builder
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth(),
+        TlsKey::System => {
             let found = rustls_native_certs::load_native_certs();
             let mut roots = RootCertStore::empty();
             let (added, _ignored) = roots.add_parsable_certificates(found.certs);
@@ -196,10 +274,10 @@ pub fn tls_config(mode: &SslVerify) -> Result<ClientConfig, UpstreamError> {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        SslVerify::CaBundle(path) => builder
-            .with_root_certificates(read_ca_bundle(path)?)
+        TlsKey::Bundle(path, pem) => builder
+            .with_root_certificates(roots_from_pem(path, pem)?)
             .with_no_client_auth(),
-        SslVerify::Insecure => builder
+        TlsKey::Insecure => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
             .with_no_client_auth(),
@@ -222,20 +300,29 @@ fn config_builder() -> Result<
     Ok((provider, builder))
 }
 
-fn read_ca_bundle(path: &Path) -> Result<RootCertStore, UpstreamError> {
+fn read_ca_pem(path: &Path) -> Result<Vec<u8>, UpstreamError> {
+    use std::io::Read;
     let read_err = |error| UpstreamError::CaRead {
         path: path.to_owned(),
         error,
     };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.len() > MAX_CA_BUNDLE {
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut pem = Vec::new();
+    // Read at most one byte past the limit, so a huge (or endless) file is not slurped.
+    file.take(MAX_CA_BUNDLE + 1)
+        .read_to_end(&mut pem)
+        .map_err(read_err)?;
+    if pem.len() as u64 > MAX_CA_BUNDLE {
         return Err(read_err(std::io::Error::other(
             "file is larger than 16 MiB",
         )));
     }
-    let pem = std::fs::read(path).map_err(read_err)?;
+    Ok(pem)
+}
+
+fn roots_from_pem(path: &Path, pem: &[u8]) -> Result<RootCertStore, UpstreamError> {
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+    let certs = CertificateDer::pem_slice_iter(pem).filter_map(Result::ok);
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
         return Err(UpstreamError::CaEmpty {
@@ -329,6 +416,60 @@ mod tests {
             "http://m.example/dcos/a%2Fb?c=%2F"
         );
         assert_eq!(up.target(None).unwrap(), "http://m.example/dcos/");
+    }
+
+    fn self_signed_pem(name: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_token_change_keeps_the_pool_and_a_master_or_tls_change_does_not() {
+        use crate::dcos::token::Token;
+        let settings = Settings::default();
+        let mut c = cluster("https://m.example");
+        c.ssl_verify = SslVerify::Insecure;
+        c.token = Some(Token::new("a.b.c").unwrap());
+        let up = Upstream::new(&c, &settings).unwrap();
+
+        c.token = Some(Token::new("d.e.f").unwrap());
+        let rotated = up.next(&c, &settings).unwrap();
+        assert!(rotated.shares_client_with(&up));
+        assert_ne!(rotated.auth, up.auth);
+        assert_eq!(rotated.auth.as_ref().unwrap(), "token=d.e.f");
+
+        let mut moved = c.clone();
+        moved.dcos_url = "https://other.example".parse().unwrap();
+        assert!(!up.next(&moved, &settings).unwrap().shares_client_with(&up));
+
+        // A CA bundle: the same bytes keep the pool, new bytes at the same path do not.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("dcos_ca.crt");
+        std::fs::write(&ca, self_signed_pem("one")).unwrap();
+        let mut bundled = c.clone();
+        bundled.ssl_verify = SslVerify::CaBundle(ca.clone());
+        let with_ca = up.next(&bundled, &settings).unwrap();
+        assert!(!with_ca.shares_client_with(&up), "TLS mode changed");
+        assert!(
+            with_ca
+                .next(&bundled, &settings)
+                .unwrap()
+                .shares_client_with(&with_ca)
+        );
+        std::fs::write(&ca, self_signed_pem("two")).unwrap();
+        assert!(
+            !with_ca
+                .next(&bundled, &settings)
+                .unwrap()
+                .shares_client_with(&with_ca)
+        );
+        // A bundle that went missing is an error (the caller keeps the last good one).
+        std::fs::remove_file(&ca).unwrap();
+        assert!(matches!(
+            with_ca.next(&bundled, &settings),
+            Err(UpstreamError::CaRead { .. })
+        ));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! the proxy in-process on `127.0.0.1:0`, and small HTTP clients.
 //!
 //! The fake master answers 401 with `WWW-Authenticate: acsjwt` unless the request carries
-//! `Authorization: token=<VALID>`, and records every request that reaches it so tests
+//! `Authorization: token=<T>` for a token it accepts ([`VALID`], plus any given to
+//! [`FakeMaster::accept`]), and records every request that reaches it so tests
 //! can assert what was (or was not) forwarded.
 
 #![allow(dead_code)]
@@ -36,10 +37,28 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-/// The token the fake master accepts.
+/// The token every fake master accepts from the start.
 pub const VALID: &str = "eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOiJib290c3RyYXB1c2VyIn0.c2lnbmF0dXJl";
 /// A well-formed token the fake master rejects.
 pub const OTHER: &str = "eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOiJtYWxsb3J5In0.b3RoZXI";
+
+/// A JWT-shaped token for `uid`, expiring at `exp` (seconds since 1970) if given. Its
+/// signature is never checked by anyone here.
+pub fn jwt_with(uid: &str, exp: Option<u64>) -> String {
+    use base64::Engine;
+    let exp = exp.map(|e| format!(",\"exp\":{e}")).unwrap_or_default();
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{{\"uid\":\"{uid}\"{exp}}}"));
+    format!("eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln")
+}
+
+/// Seconds since 1970, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestBody = BoxBody<Bytes, BoxError>;
@@ -47,6 +66,8 @@ pub type TestBody = BoxBody<Bytes, BoxError>;
 /// One request as the master saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// When it arrived.
+    pub at: std::time::Instant,
     pub method: Method,
     /// The request target exactly as received.
     pub target: String,
@@ -64,6 +85,8 @@ impl Seen {
 #[derive(Default)]
 struct State {
     seen: Mutex<Vec<Seen>>,
+    /// The tokens this master accepts (it "issued" them).
+    accepted: Mutex<std::collections::HashSet<String>>,
     arrived: Notify,
     /// Released by the test: lets `/sse` send its second event and `/hold` answer.
     release: Notify,
@@ -94,6 +117,7 @@ impl FakeMaster {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
+        state.accepted.lock().unwrap().insert(VALID.to_owned());
         let st = state.clone();
         let is_tls = tls.is_some();
         tokio::spawn(async move {
@@ -123,9 +147,37 @@ impl FakeMaster {
         Self { addr, url, state }
     }
 
+    /// Accept `token` from now on, as a master that issued it would.
+    pub fn accept(&self, token: &str) {
+        self.state.accepted.lock().unwrap().insert(token.to_owned());
+    }
+
+    /// Stop accepting `token` (it expired, or was never this master's).
+    pub fn revoke(&self, token: &str) {
+        self.state.accepted.lock().unwrap().remove(token);
+    }
+
     /// Everything the master has received so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests the master has received.
+    pub fn count(&self) -> usize {
+        self.state.seen.lock().unwrap().len()
+    }
+
+    /// Wait until the master has received at least `n` requests, without copying them.
+    pub async fn wait_count(&self, n: usize) {
+        loop {
+            let notified = self.state.arrived.notified();
+            if self.count() >= n {
+                return;
+            }
+            tokio::time::timeout(Duration::from_secs(10), notified)
+                .await
+                .expect("master did not receive the expected request within 10 s");
+        }
     }
 
     /// Wait until the master has received at least `n` requests.
@@ -201,6 +253,7 @@ async fn master_route(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     state.seen.lock().unwrap().push(Seen {
+        at: std::time::Instant::now(),
         method: req.method().clone(),
         target: target.clone(),
         headers: req.headers().clone(),
@@ -211,7 +264,9 @@ async fn master_route(
     let authorized = req
         .headers()
         .get(header::AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes() == format!("token={VALID}").as_bytes());
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("token="))
+        .is_some_and(|t| state.accepted.lock().unwrap().contains(t));
     if !authorized && !unauthenticated(&path) {
         let mut r = respond(401, "<html><body><h1>401 Unauthorized</h1></body></html>\n");
         r.headers_mut()
@@ -507,6 +562,16 @@ pub struct RunningProxy {
 }
 
 impl RunningProxy {
+    /// A proxy served by `task` on `addr` that stops when `stop` is sent.
+    pub fn new(addr: SocketAddr, stop: oneshot::Sender<()>, task: JoinHandle<()>) -> Self {
+        Self {
+            addr,
+            url: format!("http://{addr}"),
+            stop: Some(stop),
+            task,
+        }
+    }
+
     /// Ask the proxy to shut down (as SIGTERM would).
     pub fn shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
@@ -531,12 +596,7 @@ pub async fn start_proxy_with(cluster: ClusterConfig, settings: Settings) -> Run
     let task = tokio::spawn(proxy.serve(async move {
         let _ = rx.await;
     }));
-    RunningProxy {
-        addr,
-        url: format!("http://{addr}"),
-        stop: Some(tx),
-        task,
-    }
+    RunningProxy::new(addr, tx, task)
 }
 
 /// Start the proxy in front of the master at `url` with the valid token and `ssl_verify`.

@@ -1,0 +1,187 @@
+//! Where the current credentials come from, and how the request path sees them.
+//!
+//! The token source is the only moving part of the proxy. It publishes one immutable
+//! [`Snapshot`] at a time through [`Published`]: the master, its pooled client, the
+//! ready-made `Authorization` value and the token's claims. A request does one atomic
+//! load ([`Published::load`]) and keeps that `Arc` to its end, so a request or stream in
+//! flight finishes on the snapshot it started with while new requests get the new one.
+//!
+//! [`watch`] follows the DC/OS CLI's config files and publishes each change. A request
+//! whose token the master refused can ask for an immediate re-read
+//! ([`Published::reread`]), which recovers from a missed file event.
+
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
+use crate::dcos::token::human_duration;
+use crate::proxy::upstream::Upstream;
+
+/// How long a request that got a 401 waits for the re-read it asked for.
+pub const REREAD_WAIT: Duration = Duration::from_secs(2);
+
+/// How many re-read requests may queue before further ones are dropped (they would all
+/// be answered by the same re-read anyway).
+const REREAD_QUEUE: usize = 256;
+
+/// What the request path uses: a master to forward to, or why there is none yet.
+// One per config change, always behind an `Arc`: boxing `Upstream` would only add a
+// pointer hop per request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Snapshot {
+    /// A configured master.
+    Ready(Upstream),
+    /// No DC/OS cluster is set up yet: requests get 503 with this message (which says
+    /// what to do).
+    Waiting(Arc<str>),
+}
+
+impl Snapshot {
+    /// The upstream, when configured.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        match self {
+            Self::Ready(up) => Some(up),
+            Self::Waiting(_) => None,
+        }
+    }
+}
+
+/// A request for a re-read, answered once the config on disk has been looked at.
+pub type Reread = oneshot::Sender<()>;
+
+/// The receiving end of [`Published::reread`], served by the watcher.
+pub type RereadRequests = mpsc::Receiver<Reread>;
+
+/// The current snapshot, swapped whole and loaded lock-free.
+#[derive(Debug)]
+pub struct Published {
+    current: ArcSwap<Snapshot>,
+    /// Counts publications; tests and the admin side wait on it.
+    changes: tokio::sync::watch::Sender<u64>,
+    reread: mpsc::Sender<Reread>,
+}
+
+impl Published {
+    /// Publish `initial`. The returned receiver is for the watcher; if it is dropped,
+    /// [`Self::reread`] returns at once.
+    pub fn new(initial: Snapshot) -> (Self, RereadRequests) {
+        let (reread, requests) = mpsc::channel(REREAD_QUEUE);
+        let published = Self {
+            current: ArcSwap::from_pointee(initial),
+            changes: tokio::sync::watch::channel(0).0,
+            reread,
+        };
+        (published, requests)
+    }
+
+    /// The current snapshot: one atomic load, no lock.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replace the current snapshot. Requests already holding the old one keep it.
+    pub fn store(&self, next: Snapshot) {
+        self.current.store(Arc::new(next));
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees the number of publications so far, and each new one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Ask the watcher to look at the config on disk now, and wait (at most
+    /// [`REREAD_WAIT`]) until it has. Returns the snapshot current afterwards, or `None`
+    /// when nothing follows the config (no watcher, queue full, or too slow).
+    pub async fn reread(&self) -> Option<Arc<Snapshot>> {
+        let (tx, rx) = oneshot::channel();
+        self.reread.try_send(tx).ok()?;
+        match tokio::time::timeout(REREAD_WAIT, rx).await {
+            Ok(Ok(())) => Some(self.load()),
+            _ => None,
+        }
+    }
+}
+
+/// What changed, for the log line that reports a new snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The first config: at startup, or once a cluster is set up.
+    First,
+    /// Another master (a cluster switch or a new `dcos_url`).
+    Master,
+    /// The same master with a new token or other settings.
+    Token,
+}
+
+/// Say which cluster is in use, who is logged in and for how long, and whether anything
+/// needs doing. Never logs the token.
+pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
+    let source = match &cluster.source {
+        ConfigSource::Cluster { file, .. } | ConfigSource::Legacy { file } => {
+            file.display().to_string()
+        }
+        ConfigSource::EnvOnly => "environment (DCOS_URL / --upstream)".to_owned(),
+    };
+    let (uid, expires_in) = match &upstream.claims {
+        None => ("-".to_owned(), "-".to_owned()),
+        Some(Err(e)) => {
+            tracing::warn!(config = %source, "cannot tell who is logged in or until when: {e}");
+            ("?".to_owned(), "?".to_owned())
+        }
+        Some(Ok(claims)) => (
+            claims.uid.clone().unwrap_or_else(|| "?".to_owned()),
+            match claims.remaining(SystemTime::now()) {
+                None => "never".to_owned(),
+                Some(Duration::ZERO) => "expired".to_owned(),
+                Some(d) => human_duration(d),
+            },
+        ),
+    };
+    let message = match change {
+        Change::First => "using DC/OS cluster",
+        Change::Master => "switched to another DC/OS cluster",
+        Change::Token => "DC/OS config changed; new requests use it",
+    };
+    tracing::info!(
+        cluster = cluster.name.as_deref().unwrap_or("-"),
+        master = %upstream.url,
+        uid = %uid,
+        expires_in = %expires_in,
+        config = %source,
+        "{message}"
+    );
+    if cluster.token.is_none() {
+        tracing::warn!(
+            config = %source,
+            "not logged in: run `dcos auth login`; forwarding requests without a token until then"
+        );
+    }
+    if change == Change::Token {
+        // The master has not changed, so neither have the transport warnings.
+        return;
+    }
+    let plain_remote = cluster.dcos_url.scheme_str() == Some("http")
+        && crate::HostKind::of(&cluster.dcos_url).is_some_and(|h| !h.is_loopback());
+    if plain_remote {
+        tracing::warn!(
+            master = %upstream.url,
+            "the master URL is plain http://: your token crosses the network unencrypted; \
+             use https:// in core.dcos_url if the cluster offers it"
+        );
+    } else if cluster.dcos_url.scheme_str() == Some("https")
+        && cluster.ssl_verify == SslVerify::Insecure
+    {
+        tracing::warn!(
+            master = %upstream.url,
+            "TLS verification is off (core.ssl_verify = false): anyone on the path to the \
+             master can read your token; set core.ssl_verify to the cluster CA (dcos_ca.crt)"
+        );
+    }
+}
