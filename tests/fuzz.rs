@@ -14,7 +14,7 @@ use dcos_token_proxy::dcos::config::{
 use dcos_token_proxy::env::Env;
 use dcos_token_proxy::proxy::framing::Scanner;
 use dcos_token_proxy::proxy::guard::normalize_path;
-use dcos_token_proxy::proxy::headers::apply_authorization;
+use dcos_token_proxy::proxy::headers::{Credentials, apply_authorization};
 use dcos_token_proxy::settings::ClientAuth;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
@@ -70,12 +70,27 @@ proptest! {
             v
         });
 
-        apply_authorization(&mut headers, policy, own.as_ref());
+        let whose = apply_authorization(&mut headers, policy, own.as_ref());
 
         let after = headers.get(header::AUTHORIZATION).cloned();
         // Nothing else is touched.
         headers.remove(header::AUTHORIZATION);
         prop_assert_eq!(&headers, &others);
+        // The client's credentials go out for `token=X` and `Bearer X`, unless the
+        // proxy's own token replaces them.
+        let client_form = sent.as_ref().is_some_and(|s| {
+            let b = s.as_bytes();
+            (b.starts_with(b"token=") && b.len() > 6)
+                || (b.len() > 7
+                    && b[..7].eq_ignore_ascii_case(b"bearer ")
+                    && !b[7..].trim_ascii().is_empty())
+        });
+        let expected = if policy == ClientAuth::Replace && own.is_some() || !client_form {
+            Credentials::Proxy
+        } else {
+            Credentials::Client
+        };
+        prop_assert_eq!(whose, expected);
         match (policy, &own, &sent, &after) {
             (ClientAuth::Replace, Some(own), _, _) => {
                 prop_assert_eq!(after.as_ref(), Some(own));
