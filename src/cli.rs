@@ -30,6 +30,9 @@ const AFTER_HELP: &str = "Examples:
   curl http://127.0.0.1:8079/service/marathon/v2/apps
   dcos-token-proxy --cluster prod-east --listen 127.0.0.1:0
   dcos-token-proxy --upstream https://master.example.com   # with DCOS_ACS_TOKEN set
+  dcos-token-proxy --listen unix:$XDG_RUNTIME_DIR/dcos.sock  # only you can connect
+  dcos-token-proxy --path-secret           # clients must use the printed base URL
+  dcos-token-proxy --listen 0.0.0.0:8079 --allow-remote --allowed-hosts dcos-proxy
 
 Each flag can also be set in the environment (shown as [env: …]) or in a --config file.";
 

@@ -10,8 +10,9 @@
 //! was refused and which setting would allow it deliberately; the master never sees it.
 //!
 //! Everything is compiled once at startup ([`Policy`], then [`Guard`]); a check does no
-//! I/O, takes no lock and allocates only to strip the path secret or to normalise a
-//! path that holds `%`, `//` or dot segments when `deny_paths` is set.
+//! I/O, takes no lock and allocates only with a path secret (the stripped target, and a
+//! `Referer` that carries the secret), to normalise a path that holds `%`, `//` or dot
+//! segments when `deny_paths` is set, and to word a refusal.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -622,6 +623,9 @@ impl Guard {
         }
     }
 
+    /// RFC 6454 §7: browsers send `Origin` with cross-origin requests, every POST and
+    /// every WebSocket handshake (RFC 6455 §4.1); its serialisation (`scheme://host[:port]`,
+    /// default port omitted, or `null`) is compared ASCII case-insensitively.
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         let mut all = headers.get_all(header::ORIGIN).iter();
         let origin_allowed = match all.next() {
