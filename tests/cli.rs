@@ -1180,6 +1180,74 @@ async fn assert_secrets_never_logged(args: &[&str], env: &[(&str, &str)], level:
     );
 }
 
+/// Over TLS, where rustls logs too (through the `log` bridge) at trace level.
+#[tokio::test]
+async fn secrets_are_never_logged_over_tls_with_rust_log_trace() {
+    let pki = common::test_pki(&["localhost"]);
+    let master = FakeMaster::start_tls(pki.server_config.clone()).await;
+    let home = TempDir::new().unwrap();
+    let ca = home.path().join("dcos_ca.crt");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let mut proxy = Proxy::spawn(
+        home.path(),
+        &[
+            "--upstream",
+            &master.url,
+            "--listen",
+            "127.0.0.1:0",
+            "--path-secret",
+        ],
+        &[
+            ("RUST_LOG", "trace"),
+            ("DCOS_ACS_TOKEN", VALID),
+            ("DCOS_SSL_VERIFY", s(&ca)),
+        ],
+    );
+    let url = proxy.base().await;
+    let secret = url.rsplit('/').next().expect("a path secret").to_owned();
+    let cookie = format!("dcos-acs-auth-cookie={COOKIE_SECRET}");
+    let (parts, _) = get(
+        &format!("{url}/tls/injected"),
+        &[("cookie", cookie.as_str())],
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::OK);
+    let bearer = format!("Bearer {CLIENT_TOKEN}");
+    let (parts, _) = get(
+        &format!("{url}/tls/bearer"),
+        &[("authorization", bearer.as_str())],
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(CLIENT_TOKEN).as_str())
+    );
+    proxy.wait_stderr(&["path=/tls/bearer", "status=401"]).await;
+
+    let out = proxy.stop().await;
+    let all = out.all();
+    for needle in secret_parts(VALID)
+        .into_iter()
+        .chain(secret_parts(CLIENT_TOKEN))
+        .chain([COOKIE_SECRET.to_owned()])
+    {
+        assert!(
+            !all.contains(&needle),
+            "{needle:?} in the output:\n{}",
+            out.show()
+        );
+    }
+    assert!(!all.contains("eyJ"), "{}", out.show());
+    assert_eq!(all.matches(&secret[..16]).count(), 1, "{}", out.show());
+    // The check could have failed: rustls did log the handshake.
+    assert!(
+        all.contains("ClientHello"),
+        "no rustls trace lines:\n{}",
+        out.show()
+    );
+}
+
 #[tokio::test]
 async fn secrets_are_never_logged_with_rust_log_trace() {
     assert_secrets_never_logged(&[], &[("RUST_LOG", "trace")], "TRACE").await;
