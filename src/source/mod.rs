@@ -120,6 +120,20 @@ pub enum Change {
     Token,
 }
 
+/// `text` from a file, safe to put in a log line: control characters (a newline that
+/// would forge a log line, a terminal escape) are shown escaped.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Say which cluster is in use, who is logged in and for how long, and whether anything
 /// needs doing. Never logs the token.
 pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
@@ -131,12 +145,18 @@ pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
     };
     let (uid, expires_in) = match &upstream.claims {
         None => ("-".to_owned(), "-".to_owned()),
+        Some(Ok(claims)) if claims.uid.is_none() && claims.exp.is_none() => {
+            ("?".to_owned(), "never".to_owned())
+        }
         Some(Err(e)) => {
             tracing::warn!(config = %source, "cannot tell who is logged in or until when: {e}");
             ("?".to_owned(), "?".to_owned())
         }
         Some(Ok(claims)) => (
-            claims.uid.clone().unwrap_or_else(|| "?".to_owned()),
+            claims
+                .uid
+                .as_deref()
+                .map_or_else(|| "?".to_owned(), printable),
             match claims.remaining(SystemTime::now()) {
                 None => "never".to_owned(),
                 Some(Duration::ZERO) => "expired".to_owned(),
@@ -150,7 +170,7 @@ pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
         Change::Token => "DC/OS config changed; new requests use it",
     };
     tracing::info!(
-        cluster = cluster.name.as_deref().unwrap_or("-"),
+        cluster = %cluster.name.as_deref().map_or_else(|| "-".to_owned(), printable),
         master = %upstream.url,
         uid = %uid,
         expires_in = %expires_in,
@@ -183,5 +203,18 @@ pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
             "TLS verification is off (core.ssl_verify = false): anyone on the path to the \
              master can read your token; set core.ssl_verify to the cluster CA (dcos_ca.crt)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn names_from_files_cannot_forge_log_lines() {
+        assert_eq!(printable("alice@example.com"), "alice@example.com");
+        assert_eq!(printable("prod-\u{e9}ast"), "prod-\u{e9}ast");
+        assert_eq!(printable("a\nlevel=ERROR fake"), "a\\nlevel=ERROR fake");
+        assert_eq!(printable("\u{1b}[31mred"), "\\u{1b}[31mred");
     }
 }

@@ -145,13 +145,18 @@ impl Tracker {
             },
         };
         let expiry = Expiry::for_config(current.as_ref());
+        // A startup that is waiting has already said why.
+        let last_problem = match &*published.load() {
+            Snapshot::Waiting(why) => Some(why.to_string()),
+            Snapshot::Ready(_) => None,
+        };
         Self {
             published,
             settings: settings.clone(),
             follow: Arc::new(follow),
             local_addr,
             current,
-            last_problem: None,
+            last_problem,
             expiry,
             fs,
             events,
@@ -287,8 +292,7 @@ impl Tracker {
             && crate::points_at(&cfg.dcos_url, local_addr)
         {
             return self.problem_text(format!(
-                "the master URL {} is this proxy's own address {}: requests would loop; \
-                 keeping the previous config",
+                "the master URL {} is this proxy's own address {}: requests would loop",
                 cfg.dcos_url, local_addr
             ));
         }
@@ -300,7 +304,7 @@ impl Tracker {
         };
         let upstream = match built {
             Ok(up) => up,
-            Err(e) => return self.problem_text(format!("{e}; keeping the previous config")),
+            Err(e) => return self.problem_text(e.to_string()),
         };
         let change = match previous {
             None => Change::First,
@@ -324,31 +328,23 @@ impl Tracker {
         self.last_problem = None;
     }
 
+    /// Report a config that cannot be used, once per distinct problem. With a good
+    /// config in use, it stays in use; while waiting for a first one, the 503s say what
+    /// is wrong now.
     fn problem(&mut self, e: ConfigError) {
-        if self.current.is_none() && e.is_not_set_up() {
-            // Still nothing to use: say so in the 503s, and log it once.
-            let text = e.to_string();
-            if self.last_problem.as_deref() != Some(text.as_str()) {
-                tracing::warn!("{text}");
-                self.published
-                    .store(Snapshot::Waiting(text.as_str().into()));
-                self.last_problem = Some(text);
-            }
-            return;
-        }
-        let text = if self.current.is_some() {
-            format!("{e}; keeping the last good config until this is fixed")
-        } else {
-            e.to_string()
-        };
-        self.problem_text(text);
-        // Remember the error itself, so the same one is not re-reported.
-        self.last_problem = Some(e.to_string());
+        self.problem_text(e.to_string());
     }
 
     fn problem_text(&mut self, text: String) {
-        if self.last_problem.as_deref() != Some(text.as_str()) {
-            tracing::warn!("{text}");
+        if self.last_problem.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        if self.current.is_some() {
+            tracing::warn!("{text}; keeping the last good config until this is fixed");
+        } else {
+            self.published
+                .store(Snapshot::Waiting(text.as_str().into()));
+            tracing::warn!("{text}; requests get 503 until this is fixed");
         }
         self.last_problem = Some(text);
     }
