@@ -16,9 +16,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
+mod support;
+
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,18 +29,8 @@ use dcos_token_proxy::Proxy;
 use dcos_token_proxy::dcos::config::discover;
 use dcos_token_proxy::env::Env;
 use dcos_token_proxy::source::watch::Follow;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use support::{ProxyProcess, env_num, get_ok, small_requests};
 use tokio::sync::oneshot;
-
-struct ProxyProcess(Child);
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn dcos_toml(url: &str, token: &str) -> String {
     format!(
@@ -59,28 +50,10 @@ fn dcos_dir(root: &Path, url: &str, token: &str) -> PathBuf {
 }
 
 fn spawn_proxy(root: &Path) -> (ProxyProcess, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dcos-token-proxy"))
-        .args(["--listen", "127.0.0.1:0", "--dcos-dir"])
-        .arg(root)
-        .arg("-q")
-        .env_clear()
-        .env("HOME", root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the proxy binary");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
-    (ProxyProcess(child), url)
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    support::spawn_proxy(
+        &[OsStr::new("--dcos-dir"), root.as_os_str()],
+        &[("HOME", root.as_os_str())],
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -94,12 +67,7 @@ fn busy_client(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<us
         let c = client();
         let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
-            let resp = c
-                .request(Request::get(&url).body(empty()).unwrap())
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), StatusCode::OK);
-            resp.into_body().collect().await.unwrap();
+            get_ok(&c, &url, None).await;
             n += 1;
         }
         n
@@ -203,29 +171,7 @@ async fn throughput(mode: Mode, requests: usize) -> f64 {
     });
 
     let url = format!("http://{addr}/service/marathon/v2/apps");
-    let concurrency = 4;
-    let per = requests / concurrency;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let c = client();
-                for _ in 0..per {
-                    let resp = c
-                        .request(Request::get(&url).body(empty()).unwrap())
-                        .await
-                        .unwrap();
-                    assert_eq!(resp.status(), StatusCode::OK);
-                    resp.into_body().collect().await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let rate = (per * concurrency) as f64 / start.elapsed().as_secs_f64();
+    let rate = small_requests(&url, requests / 4, 4, None).await;
     stop_writer.store(true, Ordering::Relaxed);
     if let Some(w) = writer {
         w.await.unwrap();

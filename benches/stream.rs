@@ -10,43 +10,25 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-
-struct ProxyProcess(Child);
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{ProxyProcess, env_num, small_requests, spawn_proxy as spawn_proxy_with};
 
 fn spawn_proxy(master_url: &str) -> (ProxyProcess, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dcos-token-proxy"))
-        .args(["--listen", "127.0.0.1:0", "--upstream", master_url, "-q"])
-        .env_clear()
-        .env("HOME", std::env::temp_dir())
-        .env("DCOS_ACS_TOKEN", VALID)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the proxy binary");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("listening line")
-        .to_owned();
-    (ProxyProcess(child), url)
+    let home = std::env::temp_dir();
+    spawn_proxy_with(
+        &["--upstream", master_url],
+        &[
+            ("HOME", home.as_os_str()),
+            ("DCOS_ACS_TOKEN", OsStr::new(VALID)),
+        ],
+    )
 }
 
 /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
@@ -105,42 +87,6 @@ async fn download(url: &str, size: u64) -> Duration {
     start.elapsed()
 }
 
-async fn small_requests(url: &str, total: usize, concurrency: usize) -> f64 {
-    let start = Instant::now();
-    let per = total / concurrency;
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let url = format!("{url}/service/marathon/v2/apps");
-        tasks.push(tokio::spawn(async move {
-            let c = client();
-            for _ in 0..per {
-                let resp = c
-                    .request(
-                        Request::get(&url)
-                            .header("authorization", format!("token={VALID}"))
-                            .body(empty())
-                            .unwrap(),
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), StatusCode::OK);
-                resp.into_body().collect().await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    (per * concurrency) as f64 / start.elapsed().as_secs_f64()
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing useful.
@@ -150,8 +96,9 @@ async fn main() {
     let (proxy, url) = spawn_proxy(&master.url);
     let pid = proxy.0.id();
 
-    // Warm up: one request so the pool and allocator are in their steady state.
-    small_requests(&url, 100, 4).await;
+    let apps = "/service/marathon/v2/apps";
+    // Warm up: a few requests so the pool and allocator are in their steady state.
+    small_requests(&format!("{url}{apps}"), 25, 4, None).await;
     let rss_idle = proc_kib(pid, "VmRSS");
 
     let up = upload(&url, size).await;
@@ -174,8 +121,11 @@ async fn main() {
         mib(hwm_down)
     );
 
-    let direct = small_requests(&master.url, requests, 4).await;
-    let proxied = small_requests(&url, requests, 4).await;
+    let per = requests / 4;
+    // The fake master needs the token; through the proxy, the proxy adds it.
+    let token = Some(format!("token={VALID}"));
+    let direct = small_requests(&format!("{}{apps}", master.url), per, 4, token).await;
+    let proxied = small_requests(&format!("{url}{apps}"), per, 4, None).await;
     println!("small GETs, 4 concurrent keep-alive clients, {requests} requests");
     println!("  direct to the fake master       {direct:>8.0} req/s");
     println!("  through the proxy               {proxied:>8.0} req/s");

@@ -196,6 +196,50 @@ async fn status_of(f: &Following, path: &str) -> StatusCode {
     get(&f.url(path), &[]).await.0.status
 }
 
+/// Assert that the last request the master received carried `token`.
+#[track_caller]
+fn assert_last_token(master: &FakeMaster, token: &str) {
+    assert_eq!(
+        master.last().authorization(),
+        Some(token_header(token).as_str())
+    );
+}
+
+/// The common start: a master that issued `uid`'s first and second tokens, a DC/OS
+/// directory with one cluster `c1` logged in with the first, and a proxy following it
+/// (polling every `poll`, when given).
+struct OneCluster {
+    master: FakeMaster,
+    dcos: DcosDir,
+    f: Following,
+    first: String,
+    second: String,
+}
+
+impl OneCluster {
+    async fn start(uid: &str, poll: Option<Duration>) -> Self {
+        let master = FakeMaster::start().await;
+        let (first, second) = (jwt(uid), jwt(&format!("{uid}-again")));
+        master.accept(&first);
+        master.accept(&second);
+        let dcos = DcosDir::new();
+        dcos.setup("c1", &master.url, Some(&first));
+        let f = Following::start(&dcos, None, poll).await;
+        Self {
+            master,
+            dcos,
+            f,
+            first,
+            second,
+        }
+    }
+
+    /// `c1`'s config text, logged in with `token`.
+    fn text(&self, token: &str) -> String {
+        dcos_toml(&self.master.url, Some(token), "c1")
+    }
+}
+
 // Log capture: every test's log lines go to one buffer; tests pick out their own by the
 // unique temporary path the lines name.
 
@@ -276,137 +320,87 @@ fn s(p: &Path) -> &str {
 #[tokio::test]
 async fn a_login_rewriting_the_file_in_place_is_used_without_a_restart() {
     logs();
-    let master = FakeMaster::start().await;
-    let (t1, t2) = (jwt("alice"), jwt("alice-again"));
-    master.accept(&t1);
-    master.accept(&t2);
-    let dcos = DcosDir::new();
-    dcos.setup("c1", &master.url, Some(&t1));
-    let f = Following::start(&dcos, None, None).await;
-    assert_eq!(status_of(&f, "/v2/apps").await, 200);
-    assert_eq!(
-        master.last().authorization(),
-        Some(token_header(&t1).as_str())
-    );
+    let c = OneCluster::start("alice", None).await;
+    assert_eq!(status_of(&c.f, "/v2/apps").await, 200);
+    assert_last_token(&c.master, &c.first);
 
-    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dcos.file("c1")).unwrap());
-    dcos.rewrite("c1", &dcos_toml(&master.url, Some(&t2), "c1"));
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = inode(&c.dcos.file("c1"));
+    c.dcos.rewrite("c1", &c.text(&c.second));
     assert_eq!(
-        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dcos.file("c1")).unwrap()),
-        inode,
+        inode(&c.dcos.file("c1")),
+        before,
         "an in-place rewrite keeps the inode"
     );
-    f.wait_token(&t2).await;
-    assert_eq!(status_of(&f, "/v2/apps").await, 200);
-    assert_eq!(
-        master.last().authorization(),
-        Some(token_header(&t2).as_str())
-    );
+    c.f.wait_token(&c.second).await;
+    assert_eq!(status_of(&c.f, "/v2/apps").await, 200);
+    assert_last_token(&c.master, &c.second);
     // The change is logged with who is logged in and for how long, never the token.
-    let line = wait_log(1, &["config changed", s(&dcos.file("c1"))]).await;
+    let line = wait_log(1, &["config changed", s(&c.dcos.file("c1"))]).await;
     assert!(line.contains("uid=alice-again"), "{line}");
     assert!(line.contains("expires_in="), "{line}");
-    assert!(!line.contains(&t2[..30]), "{line}");
+    assert!(!line.contains(&c.second[..30]), "{line}");
 }
 
 #[tokio::test]
 async fn an_editor_saving_by_rename_is_followed() {
-    let master = FakeMaster::start().await;
-    let (t1, t2) = (jwt("bob"), jwt("bob-2"));
-    master.accept(&t1);
-    master.accept(&t2);
-    let dcos = DcosDir::new();
-    dcos.setup("c1", &master.url, Some(&t1));
-    let f = Following::start(&dcos, None, None).await;
-    dcos.rename_into_place("c1", &dcos_toml(&master.url, Some(&t2), "c1"));
-    f.wait_token(&t2).await;
-    assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(
-        master.last().authorization(),
-        Some(token_header(&t2).as_str())
-    );
+    let c = OneCluster::start("bob", None).await;
+    c.dcos.rename_into_place("c1", &c.text(&c.second));
+    c.f.wait_token(&c.second).await;
+    assert_eq!(status_of(&c.f, "/x").await, 200);
+    assert_last_token(&c.master, &c.second);
 }
 
 #[tokio::test]
 async fn garbage_keeps_the_last_good_token_and_is_reported_once_with_its_line() {
     logs();
-    let master = FakeMaster::start().await;
-    let (t1, t2) = (jwt("carol"), jwt("carol-2"));
-    master.accept(&t1);
-    master.accept(&t2);
-    let dcos = DcosDir::new();
-    dcos.setup("c1", &master.url, Some(&t1));
-    let f = Following::start(&dcos, None, None).await;
-    let file = dcos.file("c1");
+    let c = OneCluster::start("carol", None).await;
+    let file = c.dcos.file("c1");
+    let garbage = "[core]\ndcos_url = \"http://x\"\ndcos_acs_token = \"unterminated\n";
 
-    dcos.rewrite(
-        "c1",
-        "[core]\ndcos_url = \"http://x\"\ndcos_acs_token = \"unterminated\n",
-    );
+    c.dcos.rewrite("c1", garbage);
     let line = wait_log(1, &["keeping the last good config", s(&file)]).await;
     assert!(line.contains("line 3"), "names the line: {line}");
     assert!(
         !line.contains("unterminated"),
         "never echoes the line: {line}"
     );
-    assert_eq!(f.auth(), Some(token_header(&t1)));
-    assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(
-        master.last().authorization(),
-        Some(token_header(&t1).as_str())
-    );
+    assert_eq!(c.f.auth(), Some(token_header(&c.first)));
+    assert_eq!(status_of(&c.f, "/x").await, 200);
+    assert_last_token(&c.master, &c.first);
 
     // Touching the same garbage again is not a new problem: no second report.
-    dcos.rewrite(
-        "c1",
-        "[core]\ndcos_url = \"http://x\"\ndcos_acs_token = \"unterminated\n",
-    );
+    c.dcos.rewrite("c1", garbage);
     // An empty file (a truncate seen mid-write) is another problem, reported once.
-    dcos.rewrite("c1", "");
+    c.dcos.rewrite("c1", "");
     wait_log(
         1,
         &["keeping the last good config", s(&file), "core.dcos_url"],
     )
     .await;
-    dcos.rewrite("c1", &dcos_toml(&master.url, Some(&t2), "c1"));
-    f.wait_token(&t2).await;
+    c.dcos.rewrite("c1", &c.text(&c.second));
+    c.f.wait_token(&c.second).await;
     assert_eq!(
         log_lines(&["keeping the last good config", s(&file), "line 3"]).len(),
         1
     );
-    assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(
-        master.last().authorization(),
-        Some(token_header(&t2).as_str())
-    );
+    assert_eq!(status_of(&c.f, "/x").await, 200);
+    assert_last_token(&c.master, &c.second);
 }
 
 #[tokio::test]
 async fn a_deleted_file_keeps_the_last_good_config_until_it_is_recreated() {
     logs();
-    let master = FakeMaster::start().await;
-    let (t1, t2) = (jwt("dave"), jwt("dave-2"));
-    master.accept(&t1);
-    master.accept(&t2);
-    let dcos = DcosDir::new();
-    dcos.setup("c1", &master.url, Some(&t1));
-    let f = Following::start(&dcos, None, None).await;
+    let c = OneCluster::start("dave", None).await;
+    std::fs::remove_file(c.dcos.file("c1")).unwrap();
+    wait_log(1, &["keeping the last good config", s(&c.dcos.file("c1"))]).await;
+    assert_eq!(status_of(&c.f, "/x").await, 200);
+    assert_last_token(&c.master, &c.first);
 
-    std::fs::remove_file(dcos.file("c1")).unwrap();
-    wait_log(1, &["keeping the last good config", s(&dcos.file("c1"))]).await;
-    assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(
-        master.last().authorization(),
-        Some(token_header(&t1).as_str())
-    );
-
-    dcos.rewrite("c1", &dcos_toml(&master.url, Some(&t2), "c1"));
-    f.wait_token(&t2).await;
-    assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(
-        master.last().authorization(),
-        Some(token_header(&t2).as_str())
-    );
+    c.dcos.rewrite("c1", &c.text(&c.second));
+    c.f.wait_token(&c.second).await;
+    assert_eq!(status_of(&c.f, "/x").await, 200);
+    assert_last_token(&c.master, &c.second);
 }
 
 #[tokio::test]
@@ -494,10 +488,7 @@ async fn a_dcos_dir_that_appears_after_startup_is_used() {
     std::fs::rename(dcos.root.join("clusters/setup"), dcos.dir("c0ffee")).unwrap();
     f.wait_token(&t).await;
     assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(
-        master.last().authorization(),
-        Some(token_header(&t).as_str())
-    );
+    assert_last_token(&master, &t);
     assert!(master.seen().len() == 1, "the 503 never reached the master");
 }
 
@@ -518,21 +509,16 @@ async fn a_new_cluster_directory_and_a_removed_one_are_followed() {
     std::fs::remove_dir_all(dcos.dir("bbb")).unwrap();
     f.wait_token(&ta).await;
     assert_eq!(status_of(&f, "/x").await, 200);
-    assert_eq!(a.last().authorization(), Some(token_header(&ta).as_str()));
+    assert_last_token(&a, &ta);
 }
 
 #[tokio::test]
 async fn polling_follows_changes_too() {
-    let master = FakeMaster::start().await;
-    let (t1, t2) = (jwt("poll"), jwt("poll-2"));
-    master.accept(&t1);
-    master.accept(&t2);
-    let dcos = DcosDir::new();
-    dcos.setup("c1", &master.url, Some(&t1));
-    let f = Following::start(&dcos, None, Some(Duration::from_millis(50))).await;
-    dcos.rewrite("c1", &dcos_toml(&master.url, Some(&t2), "c1"));
-    f.wait_token(&t2).await;
-    assert_eq!(status_of(&f, "/x").await, 200);
+    let c = OneCluster::start("poll", Some(Duration::from_millis(50))).await;
+    c.dcos.rewrite("c1", &c.text(&c.second));
+    c.f.wait_token(&c.second).await;
+    assert_eq!(status_of(&c.f, "/x").await, 200);
+    assert_last_token(&c.master, &c.second);
 }
 
 // ---------------------------------------------------------------------------------------
