@@ -1,7 +1,7 @@
 //! The `dcos-token-proxy` binary: parse flags, load settings, start logging, find the
-//! DC/OS config and follow it, serve until SIGINT/SIGTERM. Errors print as one line, never a panic or
-//! a backtrace; the exit code is 0 after a clean shutdown, 1 on any error, 2 on bad
-//! usage (clap).
+//! DC/OS config and follow it, serve until SIGINT/SIGTERM. Errors print as one line,
+//! never a panic or a backtrace; the exit code is 0 after a clean shutdown, 1 on any
+//! error, 2 on bad usage (clap).
 
 use std::process::ExitCode;
 

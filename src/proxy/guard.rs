@@ -2,8 +2,9 @@
 //!
 //! Every check runs here, once per request and before anything is forwarded: the
 //! request framing (a head with both `Content-Length` and `Transfer-Encoding`, found by
-//! [`super::framing`], is refused), the method (`CONNECT` is refused), the request target (an absolute-form target never
-//! picks the destination), `Host` against an anchored allow-list (DNS rebinding),
+//! [`super::framing`], is refused), the method (`CONNECT` is refused), the request
+//! target (an absolute-form target never picks the destination), `Host` against an
+//! anchored allow-list (DNS rebinding),
 //! `Origin` and `Sec-Fetch-Site` (web pages in the user's browser), the optional path
 //! secret (stripped before forwarding), and the operator's filters (`read_only`,
 //! `deny_methods`, `deny_paths`). A refused request gets a one-line answer saying what
