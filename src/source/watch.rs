@@ -128,11 +128,30 @@ impl Tracker {
         local_addr: Option<SocketAddr>,
         current: Option<ClusterConfig>,
     ) -> Self {
+        Self::start_with(
+            published,
+            settings,
+            follow,
+            local_addr,
+            current,
+            FsWatch::new,
+        )
+    }
+
+    /// [`Self::start`] with the platform watcher made by `watch` (tests make it fail).
+    fn start_with(
+        published: Arc<Published>,
+        settings: &Settings,
+        follow: Follow,
+        local_addr: Option<SocketAddr>,
+        current: Option<ClusterConfig>,
+        watch: impl FnOnce(Paths, mpsc::UnboundedSender<()>) -> notify::Result<FsWatch>,
+    ) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let fs = match follow.mode {
             WatchMode::Poll => None,
             WatchMode::Auto => match Paths::of(&follow) {
-                Some(paths) => match FsWatch::new(paths, tx) {
+                Some(paths) => match watch(paths, tx) {
                     Ok(fs) => Some(fs),
                     Err(e) => {
                         poll_notice(&e, follow.poll_interval);
@@ -165,15 +184,21 @@ impl Tracker {
 
     /// Follow until the task is dropped (the proxy aborts it at shutdown).
     pub async fn run(mut self, mut rereads: RereadRequests) {
-        let period = if self.fs.is_some() {
-            RESCAN_INTERVAL
-        } else {
-            self.follow.poll_interval
-        };
-        let mut rescan = tokio::time::interval_at(Instant::now() + period, period);
-        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut period = Duration::ZERO;
+        let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
         self.expiry.check(SystemTime::now());
         loop {
+            // File events and a slow rescan, or (once the watcher has failed) polling.
+            let want = if self.fs.is_some() {
+                RESCAN_INTERVAL
+            } else {
+                self.follow.poll_interval
+            };
+            if want != period {
+                period = want;
+                rescan = tokio::time::interval_at(Instant::now() + period, period);
+                rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
             let expiry_in = self.expiry.next_check(SystemTime::now());
             tokio::select! {
                 event = self.events.recv(), if self.fs.is_some() => {
@@ -181,7 +206,6 @@ impl Tracker {
                         // The platform watcher's thread is gone.
                         poll_notice(&notify::Error::generic("the file watcher stopped"), self.follow.poll_interval);
                         self.fs = None;
-                        rescan = tokio::time::interval(self.follow.poll_interval);
                         continue;
                     }
                     self.debounce().await;
@@ -665,6 +689,51 @@ mod tests {
         assert!(e.warned_expired);
         // Nothing more to say.
         assert_eq!(e.next_check(after), EXPIRY_RECHECK);
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_cannot_start_falls_back_to_polling() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join(".dcos");
+        let dir = root.join("clusters/c1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("dcos.toml");
+        let text = |token: &str| {
+            format!("[core]\ndcos_url = \"http://127.0.0.1:9\"\ndcos_acs_token = \"{token}\"\n")
+        };
+        std::fs::write(&file, text("first.a.b")).unwrap();
+        let mut settings = Settings::default();
+        settings.discover.dcos_dir = Some(root);
+        let mut follow = Follow::new(&settings, Env::default());
+        follow.poll_interval = Duration::from_millis(20);
+        let cfg = config::discover(&follow.discover, &follow.env).unwrap();
+        let up = Upstream::new(&cfg, &settings).unwrap();
+        let (published, rereads) = Published::new(Snapshot::Ready(up));
+        let published = Arc::new(published);
+
+        // As when inotify's limits are reached.
+        let tracker = Tracker::start_with(
+            published.clone(),
+            &settings,
+            follow,
+            None,
+            Some(cfg),
+            |_, _| Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch)),
+        );
+        assert!(tracker.fs.is_none(), "fell back to polling");
+        let mut changes = published.subscribe();
+        let task = tokio::spawn(tracker.run(rereads));
+        std::fs::write(&file, text("second.a.b")).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), changes.changed())
+            .await
+            .expect("the poll saw the change")
+            .unwrap();
+        let now = published.load();
+        assert_eq!(
+            now.upstream().unwrap().auth.as_ref().unwrap(),
+            "token=second.a.b"
+        );
+        task.abort();
     }
 
     #[test]
