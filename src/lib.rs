@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod dcos;
 pub mod env;
+pub mod files;
 pub mod listener;
 pub mod logging;
 pub mod proxy;
@@ -145,7 +146,7 @@ impl Proxy {
         };
         let (published, rereads) = Published::new(first(local_addr)?);
         let published = Arc::new(published);
-        if let Some(addr) = local_addr.filter(|a| !a.ip().to_canonical().is_loopback()) {
+        if let Some(addr) = local_addr.filter(|_| !settings.listen.is_local()) {
             let hosts: Vec<String> = settings
                 .policy
                 .allowed_hosts
@@ -166,11 +167,11 @@ impl Proxy {
         let guard = Guard::new(&settings.policy, local_addr.map(|a| a.port()));
         let shared = Shared::new(
             published.clone(),
+            guard,
             settings.client_auth,
             settings.response_timeout,
             fallback_host,
-        )
-        .with_guard(guard);
+        );
         Ok(Self {
             listener,
             local_addr,

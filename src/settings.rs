@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::cli::Cli;
 use crate::dcos::config::DiscoverOptions;
 use crate::env::Env;
+use crate::files::{ReadError, read_bounded};
 use crate::proxy::guard::{DenyPaths, PathSecret, Policy};
 
 /// Default listen address: loopback only, port 8079.
@@ -370,13 +371,15 @@ impl FileSettings {
             path: path.to_owned(),
             error,
         };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
-        if meta.len() > MAX_SETTINGS_FILE {
-            return Err(SettingsError::TooLarge {
+        let bytes = read_bounded(path, MAX_SETTINGS_FILE).map_err(|e| match e {
+            ReadError::Io(e) => read_err(e),
+            ReadError::NotAFile => read_err(std::io::Error::other("not a regular file")),
+            ReadError::TooLarge => SettingsError::TooLarge {
                 path: path.to_owned(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+            },
+        })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| read_err(std::io::Error::other("not UTF-8 text, so not TOML")))?;
         Self::parse(path, &text)
     }
 
@@ -580,21 +583,21 @@ fn pick_list<'a>(flag: &'a [String], file: &'a Option<Vec<String>>) -> Option<&'
 }
 
 fn read_secret_file(path: &Path, origin: &'static str) -> Result<PathSecret, SettingsError> {
-    let read_err = |error| SettingsError::Read {
-        path: path.to_owned(),
-        error,
-    };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.len() > MAX_SECRET_FILE {
-        return Err(invalid(
+    let bytes = read_bounded(path, MAX_SECRET_FILE).map_err(|e| {
+        let why = match e {
+            ReadError::TooLarge => "it is larger than 4 KiB, so not a path secret".to_owned(),
+            e => e.to_string(),
+        };
+        invalid(
             origin,
             format!(
-                "{} is larger than 4 KiB: it is not a path secret",
+                "cannot read the path secret file {}: {why}; fix the path, or use \
+                 --path-secret to generate a secret",
                 path.display()
             ),
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
+        )
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
     PathSecret::new(&text, origin)
         .map_err(|e| invalid(e.key, format!("{}: {}", path.display(), e.message)))
 }
@@ -919,5 +922,31 @@ mod tests {
         .to_string();
         assert!(e.starts_with(ENV_PATH_SECRET), "{e}");
         assert!(!e.contains("short\""), "the value is not shown: {e}");
+
+        // A missing file, or a directory: the file is named, with the fix.
+        for path in [dir.path().join("missing"), dir.path().to_path_buf()] {
+            let e = Settings::resolve(
+                &cli(&["--path-secret-file", path.to_str().unwrap()]),
+                &none,
+                &Env::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.starts_with("--path-secret-file"), "{e}");
+            assert!(
+                e.contains(&format!("path secret file {}", path.display())),
+                "{e}"
+            );
+            assert!(e.contains("--path-secret to generate"), "{e}");
+            assert!(!e.contains("settings file"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_settings_file_that_is_not_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = FileSettings::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
     }
 }

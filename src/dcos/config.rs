@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use http::Uri;
 
 use crate::dcos::token::{Token, TokenError};
 use crate::env::Env;
+use crate::files::{ReadError, read_bounded};
 
 /// Environment variable naming the DC/OS CLI's root directory.
 pub const ENV_DCOS_DIR: &str = "DCOS_DIR";
@@ -795,28 +796,15 @@ pub fn locate(
 /// Read a config file's text, treating it as hostile: it must be a regular file of at
 /// most [`MAX_CONFIG_BYTES`] bytes and valid UTF-8.
 pub fn read_config_text(path: &Path) -> Result<String, ConfigError> {
-    let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
-    if !meta.is_file() {
-        return Err(ConfigError::NotAFile {
+    let bytes = read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+        ReadError::Io(e) => io_error(path, e),
+        ReadError::NotAFile => ConfigError::NotAFile {
             path: path.to_path_buf(),
-        });
-    }
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(ConfigError::TooLarge {
+        },
+        ReadError::TooLarge => ConfigError::TooLarge {
             path: path.to_path_buf(),
-        });
-    }
-    let file = fs::File::open(path).map_err(|e| io_error(path, e))?;
-    let mut bytes = Vec::new();
-    // The file may grow between the check and the read: never read more than the limit.
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(path, e))?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(ConfigError::TooLarge {
-            path: path.to_path_buf(),
-        });
-    }
+        },
+    })?;
     String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
         path: path.to_path_buf(),
     })

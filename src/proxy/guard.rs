@@ -466,13 +466,6 @@ pub struct Guard {
     deny_methods: Vec<Method>,
 }
 
-impl Default for Guard {
-    /// The default policy for a proxy with no known port (no browser origin allowed).
-    fn default() -> Self {
-        Self::new(&Policy::default(), None)
-    }
-}
-
 impl Guard {
     /// Compile `policy` for a proxy listening on TCP `port` (`None` for a Unix socket):
     /// the default allowed origins are `http://localhost:PORT`, `http://127.0.0.1:PORT`

@@ -100,9 +100,10 @@ impl RateLimit {
 }
 
 impl Shared {
-    /// Shared state serving the snapshots of `source`.
+    /// Shared state serving the snapshots of `source` to the requests `guard` admits.
     pub fn new(
         source: Arc<Published>,
+        guard: Guard,
         client_auth: ClientAuth,
         response_timeout: Duration,
         fallback_host: HeaderValue,
@@ -113,14 +114,9 @@ impl Shared {
             response_timeout,
             drain: watch::channel(()).0,
             fallback_host,
-            guard: Guard::default(),
+            guard,
             login_hint: RateLimit::new(LOGIN_HINT_INTERVAL),
         }
-    }
-
-    /// The same, admitting requests by `guard` (instead of the loopback default).
-    pub fn with_guard(self, guard: Guard) -> Self {
-        Self { guard, ..self }
     }
 }
 

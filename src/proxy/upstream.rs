@@ -33,6 +33,7 @@ use super::body::RequestBody;
 use super::headers::MasterOrigin;
 use crate::dcos::config::{ClusterConfig, SslVerify};
 use crate::dcos::token::{Claims, ClaimsError};
+use crate::files::{ReadError, read_bounded};
 use crate::settings::{DEFAULT_POOL_IDLE_TIMEOUT, Settings};
 
 /// The pooled client type used for every upstream request.
@@ -301,23 +302,14 @@ fn config_builder() -> Result<
 }
 
 fn read_ca_pem(path: &Path) -> Result<Vec<u8>, UpstreamError> {
-    use std::io::Read;
-    let read_err = |error| UpstreamError::CaRead {
+    read_bounded(path, MAX_CA_BUNDLE).map_err(|e| UpstreamError::CaRead {
         path: path.to_owned(),
-        error,
-    };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut pem = Vec::new();
-    // Read at most one byte past the limit, so a huge (or endless) file is not slurped.
-    file.take(MAX_CA_BUNDLE + 1)
-        .read_to_end(&mut pem)
-        .map_err(read_err)?;
-    if pem.len() as u64 > MAX_CA_BUNDLE {
-        return Err(read_err(std::io::Error::other(
-            "file is larger than 16 MiB",
-        )));
-    }
-    Ok(pem)
+        error: match e {
+            ReadError::Io(e) => e,
+            ReadError::NotAFile => std::io::Error::other("not a regular file"),
+            ReadError::TooLarge => std::io::Error::other("file is larger than 16 MiB"),
+        },
+    })
 }
 
 fn roots_from_pem(path: &Path, pem: &[u8]) -> Result<RootCertStore, UpstreamError> {
