@@ -234,6 +234,14 @@ impl OneCluster {
         }
     }
 
+    /// Wait until new requests carry `token`, then check that one reaches the master
+    /// with it and is accepted.
+    async fn expect_used(&self, token: &str) {
+        self.f.wait_token(token).await;
+        assert_eq!(status_of(&self.f, "/x").await, 200);
+        assert_last_token(&self.master, token);
+    }
+
     /// `c1`'s config text, logged in with `token`.
     fn text(&self, token: &str) -> String {
         dcos_toml(&self.master.url, Some(token), "c1")
@@ -346,9 +354,7 @@ async fn a_login_rewriting_the_file_in_place_is_used_without_a_restart() {
 async fn an_editor_saving_by_rename_is_followed() {
     let c = OneCluster::start("bob", None).await;
     c.dcos.rename_into_place("c1", &c.text(&c.second));
-    c.f.wait_token(&c.second).await;
-    assert_eq!(status_of(&c.f, "/x").await, 200);
-    assert_last_token(&c.master, &c.second);
+    c.expect_used(&c.second).await;
 }
 
 #[tokio::test]
@@ -398,9 +404,7 @@ async fn a_deleted_file_keeps_the_last_good_config_until_it_is_recreated() {
     assert_last_token(&c.master, &c.first);
 
     c.dcos.rewrite("c1", &c.text(&c.second));
-    c.f.wait_token(&c.second).await;
-    assert_eq!(status_of(&c.f, "/x").await, 200);
-    assert_last_token(&c.master, &c.second);
+    c.expect_used(&c.second).await;
 }
 
 #[tokio::test]
@@ -516,9 +520,7 @@ async fn a_new_cluster_directory_and_a_removed_one_are_followed() {
 async fn polling_follows_changes_too() {
     let c = OneCluster::start("poll", Some(Duration::from_millis(50))).await;
     c.dcos.rewrite("c1", &c.text(&c.second));
-    c.f.wait_token(&c.second).await;
-    assert_eq!(status_of(&c.f, "/x").await, 200);
-    assert_last_token(&c.master, &c.second);
+    c.expect_used(&c.second).await;
 }
 
 // ---------------------------------------------------------------------------------------

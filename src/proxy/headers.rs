@@ -188,19 +188,11 @@ impl MasterOrigin {
     /// path and query. Marathon's non-leader redirect of `/v2/events` is the case that
     /// matters. Other locations (other hosts, unparsable values) come back as `None`:
     /// leave them alone. RFC 9110 §10.2.2.
+    ///
+    /// Clients that put `client_prefix` (the path secret, `/<secret>`; else empty) before
+    /// every path get it in the rewritten location too, so that following the redirect
+    /// passes the guard; an absolute-path location then needs rewriting as well.
     pub fn rewrite_location(
-        &self,
-        location: &HeaderValue,
-        client_host: &str,
-    ) -> Option<HeaderValue> {
-        self.rewrite_location_under(location, client_host, "")
-    }
-
-    /// [`Self::rewrite_location`] for clients that put `client_prefix` (the path secret,
-    /// `/<secret>`, or empty) before every path: the rewritten location gets it too, so
-    /// that following the redirect passes the guard. An absolute-path location then
-    /// needs rewriting as well.
-    pub fn rewrite_location_under(
         &self,
         location: &HeaderValue,
         client_host: &str,
@@ -402,7 +394,7 @@ mod tests {
     }
 
     fn loc(o: &MasterOrigin, value: &str) -> Option<String> {
-        o.rewrite_location(&HeaderValue::from_str(value).unwrap(), "127.0.0.1:8079")
+        o.rewrite_location(&HeaderValue::from_str(value).unwrap(), "127.0.0.1:8079", "")
             .map(|v| v.to_str().unwrap().to_owned())
     }
 
@@ -436,7 +428,7 @@ mod tests {
     fn location_gets_the_clients_path_secret() {
         let o = origin("https://master.example", "");
         let at = |v: &str| {
-            o.rewrite_location_under(&HeaderValue::from_str(v).unwrap(), "localhost:8079", "/s3")
+            o.rewrite_location(&HeaderValue::from_str(v).unwrap(), "localhost:8079", "/s3")
                 .map(|v| v.to_str().unwrap().to_owned())
         };
         assert_eq!(

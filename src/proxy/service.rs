@@ -128,7 +128,6 @@ pub async fn handle(
     let started = Instant::now();
     // First, before anything is forwarded. Afterwards the target holds no path secret.
     let admitted = shared.guard.check(&mut req);
-    let snapshot = shared.source.load();
     let access = AccessLog {
         method: req.method().clone(),
         target: req.uri().clone(),
@@ -140,6 +139,7 @@ pub async fn handle(
         tracing::debug!(path = %access.target.path(), "refused: {refusal}");
         return Ok(local_response(refusal.to_response(), access));
     }
+    let snapshot = shared.source.load();
     let up = match &*snapshot {
         Snapshot::Ready(up) => up,
         Snapshot::Waiting(why) => {
@@ -271,7 +271,7 @@ fn finish(
             .to_str()
             .ok();
         let prefix = shared.guard.client_prefix();
-        if let Some(new) = host.and_then(|h| up.origin.rewrite_location_under(loc, h, prefix)) {
+        if let Some(new) = host.and_then(|h| up.origin.rewrite_location(loc, h, prefix)) {
             parts.headers.insert(header::LOCATION, new);
         }
     }
