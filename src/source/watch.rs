@@ -163,11 +163,10 @@ impl Tracker {
                 None => None,
             },
         };
-        let expiry = Expiry::for_config(current.as_ref());
-        // A startup that is waiting has already said why.
-        let last_problem = match &*published.load() {
-            Snapshot::Waiting(why) => Some(why.to_string()),
-            Snapshot::Ready(_) => None,
+        let (expiry, last_problem) = match &*published.load() {
+            Snapshot::Ready(up) => (Expiry::of(up), None),
+            // A startup that is waiting has already said why.
+            Snapshot::Waiting(why) => (Expiry::default(), Some(why.to_string())),
         };
         Self {
             published,
@@ -341,12 +340,12 @@ impl Tracker {
             tracing::debug!(master = %upstream.url, "new master or TLS settings: new connection pool");
         }
         drop(snapshot);
+        self.expiry = Expiry::of(&upstream);
         // Publish first, then tell: whoever reads the log line finds the change in use.
         self.published.store(Snapshot::Ready(upstream));
         if let Some(up) = self.published.load().upstream() {
             announce(&cfg, up, change);
         }
-        self.expiry = Expiry::for_config(Some(&cfg));
         self.expiry.check(SystemTime::now());
         self.current = Some(cfg);
         self.last_problem = None;
@@ -386,7 +385,8 @@ fn same(a: &Result<ClusterConfig, ConfigError>, b: &Result<ClusterConfig, Config
 fn poll_notice(e: &notify::Error, interval: Duration) {
     tracing::warn!(
         error = %e,
-        "cannot watch the DC/OS config for changes; reading it every {} instead",
+        "cannot watch the DC/OS config for changes; reading it every {} instead (on Linux, \
+         raising fs.inotify.max_user_watches may help; --watch poll skips the attempt)",
         human_duration(interval)
     );
 }
@@ -540,11 +540,12 @@ struct Expiry {
 }
 
 impl Expiry {
-    fn for_config(cfg: Option<&ClusterConfig>) -> Self {
-        let exp = cfg
-            .and_then(|c| c.token.as_ref())
-            .and_then(|t| t.claims().ok())
-            .and_then(|c| c.exp);
+    /// The warnings for `up`'s token (none for a token without `exp`, or no token).
+    fn of(up: &Upstream) -> Self {
+        let exp = match &up.claims {
+            Some(Ok(claims)) => claims.exp,
+            _ => None,
+        };
         Self {
             exp,
             ..Self::default()
