@@ -596,6 +596,13 @@ fn exists(path: &Path) -> Result<bool, ConfigError> {
 /// each one's `attached` marker and `cluster.name`; a `dcos.toml` that cannot be read or
 /// parsed only leaves the name unknown here (it is reported if that cluster is chosen).
 pub fn list_clusters(clusters_dir: &Path) -> Result<Vec<ClusterCandidate>, ConfigError> {
+    let mut candidates = list_cluster_dirs(clusters_dir)?;
+    read_names(&mut candidates);
+    Ok(candidates)
+}
+
+/// [`list_clusters`] without reading any file: every `name` is `None`.
+fn list_cluster_dirs(clusters_dir: &Path) -> Result<Vec<ClusterCandidate>, ConfigError> {
     let entries = fs::read_dir(clusters_dir).map_err(|e| io_error(clusters_dir, e))?;
     let mut candidates = Vec::new();
     for entry in entries {
@@ -612,16 +619,22 @@ pub fn list_clusters(clusters_dir: &Path) -> Result<Vec<ClusterCandidate>, Confi
             continue;
         }
         let attached = fs::metadata(dir.join(ATTACHED_FILE)).is_ok_and(|m| m.is_file());
-        let name = read_cluster_name(&dir.join(CONFIG_FILE));
         candidates.push(ClusterCandidate {
             id,
             dir,
             attached,
-            name,
+            name: None,
         });
     }
     candidates.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(candidates)
+}
+
+/// Fill in each candidate's `cluster.name`.
+fn read_names(candidates: &mut [ClusterCandidate]) {
+    for c in candidates {
+        c.name = read_cluster_name(&c.dir.join(CONFIG_FILE));
+    }
 }
 
 /// `cluster.name` of one cluster's file, or None (absent, empty or unreadable).
@@ -729,10 +742,20 @@ pub fn choose_cluster(
 
 /// List `<dcos_dir>/clusters` and choose the current cluster ([`list_clusters`] +
 /// [`choose_cluster`]).
+///
+/// The clusters' names are read only when they are needed: to match `wanted` against
+/// `cluster.name` once no ID matched, or to list the clusters in an error. Picking by
+/// ID, the only cluster or the attached one reads no file (this runs on every change
+/// the watcher sees).
 pub fn select_cluster(dcos_dir: &Path, wanted: Option<&str>) -> Result<Selected, ConfigError> {
     let clusters_dir = dcos_dir.join(CLUSTERS_DIR);
-    let candidates = list_clusters(&clusters_dir)?;
-    choose_cluster(&clusters_dir, &candidates, wanted)
+    let mut candidates = list_cluster_dirs(&clusters_dir)?;
+    // Without names, a success is the same as with them: names only add matches for
+    // `wanted` after every ID has failed to match, and only that path errs without them.
+    choose_cluster(&clusters_dir, &candidates, wanted).or_else(|_| {
+        read_names(&mut candidates);
+        choose_cluster(&clusters_dir, &candidates, wanted)
+    })
 }
 
 /// Find which layout `dcos_dir` uses (reference §1): the per-cluster layout when
