@@ -2,7 +2,8 @@
 //! front of an in-process fake master and reports
 //! - the proxy's resident memory before and after streaming 1 GiB up and 1 GiB down
 //!   (peak RSS from /proc, Linux only), with throughput;
-//! - small-request throughput through the proxy and directly to the master.
+//! - small-request throughput through the proxy and directly to the master, and the
+//!   proxy's CPU time (user + system) per proxied request.
 //!
 //! Run: `cargo bench --bench stream` (size: `BENCH_BYTES=268435456`; requests:
 //! `BENCH_REQUESTS=20000`).
@@ -41,6 +42,18 @@ fn proc_kib(pid: u32, field: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// The process's user + system CPU time so far (all threads, live and exited), from
+/// /proc/PID/stat in clock ticks of 1/100 s (Linux's USER_HZ). Linux only.
+fn proc_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; count fields after its closing ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn mib(kib: Option<u64>) -> String {
@@ -125,9 +138,21 @@ async fn main() {
     // The fake master needs the token; through the proxy, the proxy adds it.
     let token = Some(format!("token={VALID}"));
     let direct = small_requests(&format!("{}{apps}", master.url), per, 4, token).await;
+    let cpu_before = proc_cpu(pid);
     let proxied = small_requests(&format!("{url}{apps}"), per, 4, None).await;
+    let cpu = proc_cpu(pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     println!("small GETs, 4 concurrent keep-alive clients, {requests} requests");
     println!("  direct to the fake master       {direct:>8.0} req/s");
     println!("  through the proxy               {proxied:>8.0} req/s");
+    match cpu {
+        Some(cpu) => println!(
+            "  proxy CPU per request           {:>8.2} µs (user + system, {:.2} s in all)",
+            cpu.as_secs_f64() * 1e6 / (per * 4) as f64,
+            cpu.as_secs_f64()
+        ),
+        None => println!("  proxy CPU per request           n/a (needs /proc)"),
+    }
     drop(proxy);
 }
