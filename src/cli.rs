@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
-use crate::settings::{ClientAuth, LogFormat, WatchMode, parse_duration};
+use crate::types::{ClientAuth, LogFormat, WatchMode, parse_duration};
 
 const ABOUT: &str = "A localhost reverse proxy that authenticates every request to a DC/OS \
 cluster with your DC/OS CLI login.";

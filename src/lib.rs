@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod server;
 pub mod settings;
 pub mod source;
+pub mod types;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -35,7 +36,8 @@ use crate::listener::{Listener, UnixSocketError};
 use crate::proxy::guard::Guard;
 use crate::proxy::service::Shared;
 use crate::proxy::upstream::{Upstream, UpstreamError};
-use crate::settings::{ListenAddr, Settings};
+use crate::settings::Settings;
+use crate::types::ListenAddr;
 use crate::source::watch::{Follow, Tracker};
 use crate::source::{Change, Published, RereadRequests, Snapshot, announce};
 

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::settings::LogFormat;
+use crate::types::LogFormat;
 
 /// The log filter did not parse.
 #[derive(Debug, thiserror::Error)]

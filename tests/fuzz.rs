@@ -15,7 +15,7 @@ use dcos_token_proxy::env::Env;
 use dcos_token_proxy::proxy::framing::Scanner;
 use dcos_token_proxy::proxy::guard::normalize_path;
 use dcos_token_proxy::proxy::headers::{Credentials, apply_authorization};
-use dcos_token_proxy::settings::ClientAuth;
+use dcos_token_proxy::types::ClientAuth;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 

@@ -18,7 +18,7 @@ use common::*;
 use dcos_token_proxy::Proxy;
 use dcos_token_proxy::dcos::config::discover;
 use dcos_token_proxy::env::Env;
-use dcos_token_proxy::settings::WatchMode;
+use dcos_token_proxy::types::WatchMode;
 use dcos_token_proxy::source::watch::Follow;
 use dcos_token_proxy::source::{Published, Snapshot};
 use http::{Request, StatusCode, header};

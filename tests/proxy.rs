@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use dcos_token_proxy::dcos::config::SslVerify;
-use dcos_token_proxy::settings::ClientAuth;
+use dcos_token_proxy::types::ClientAuth;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 
 use crate::dcos::token::TOKEN_PREFIX;
-use crate::settings::ClientAuth;
+use crate::types::ClientAuth;
 
 /// Hop-by-hop fields that are never forwarded (RFC 9110 §7.6.1, plus the historical
 /// `Keep-Alive` and `Proxy-Connection` it names, and RFC 9110 §11.7's proxy credentials,

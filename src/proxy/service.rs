@@ -32,7 +32,7 @@ use super::headers::{
 };
 use super::upgrade::tunnel;
 use super::upstream::Upstream;
-use crate::settings::ClientAuth;
+use crate::types::ClientAuth;
 use crate::source::{Published, Snapshot};
 
 /// The minimum time between two "run `dcos auth login`" hints after a master 401.

@@ -44,7 +44,8 @@ use crate::dcos::config::{
 use crate::dcos::token::human_duration;
 use crate::env::Env;
 use crate::proxy::upstream::Upstream;
-use crate::settings::{Settings, WatchMode};
+use crate::settings::Settings;
+use crate::types::WatchMode;
 
 /// Quiet time that ends a burst of file events.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
