@@ -188,7 +188,7 @@ pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
         return;
     }
     let plain_remote = cluster.dcos_url.scheme_str() == Some("http")
-        && crate::HostKind::of(&cluster.dcos_url).is_some_and(|h| !h.is_loopback());
+        && crate::host::HostKind::of(&cluster.dcos_url).is_some_and(|h| !h.is_loopback());
     if plain_remote {
         tracing::warn!(
             master = %upstream.url,

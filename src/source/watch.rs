@@ -313,7 +313,7 @@ impl Tracker {
 
     fn publish(&mut self, cfg: ClusterConfig) {
         if let Some(local_addr) = self.local_addr
-            && crate::points_at(&cfg.dcos_url, local_addr)
+            && crate::host::points_at(&cfg.dcos_url, local_addr)
         {
             return self.problem_text(format!(
                 "the master URL {} is this proxy's own address {}: requests would loop",
