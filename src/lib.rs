@@ -25,6 +25,7 @@ pub mod server;
 pub mod settings;
 pub mod source;
 pub mod types;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,7 +38,7 @@ use crate::host::points_at;
 use crate::listener::{Listener, UnixSocketError};
 use crate::proxy::guard::Guard;
 use crate::proxy::service::Shared;
-use crate::proxy::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError};
 use crate::settings::Settings;
 use crate::types::ListenAddr;
 use crate::source::watch::{Follow, Tracker};
@@ -95,7 +96,7 @@ pub struct Proxy {
 impl Proxy {
     /// Set up the upstream for `cluster` and bind the listen address.
     pub async fn bind(settings: &Settings, cluster: &ClusterConfig) -> Result<Self, StartError> {
-        let upstream = Upstream::new(cluster, settings)?;
+        let upstream = Upstream::new(cluster, &settings.client_options())?;
         let proxy = Self::bind_with(settings, Some(cluster), |local_addr| {
             if let Some(local_addr) = local_addr
                 && points_at(&cluster.dcos_url, local_addr)

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::Cli;
+use crate::upstream::{ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT};
 use crate::types::{ClientAuth, ListenAddr, LogFormat, WatchMode, parse_duration, parse_listen};
 use crate::dcos::config::DiscoverOptions;
 use crate::env::Env;
@@ -24,8 +25,6 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCA
 /// How long to wait for the master's response headers before answering 504. Streams are
 /// not cut once the headers have arrived.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long to wait for a TCP connection to the master before answering 502.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may run on after SIGINT/SIGTERM before the proxy exits.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a client may take to send a request's headers (slowloris defence). hyper
@@ -45,8 +44,6 @@ pub const MIN_MAX_HEADER_BYTES: usize = 8192;
 pub const ENV_PATH_SECRET: &str = "DCOS_TOKEN_PROXY_PATH_SECRET";
 /// The largest path-secret file read.
 const MAX_SECRET_FILE: u64 = 4096;
-/// How long an idle pooled connection to the master is kept.
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Log filter used when neither `-v`, `RUST_LOG` nor `log.level` says otherwise.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// The largest settings file read; anything bigger is not a settings file.
@@ -286,6 +283,14 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 impl Settings {
+    /// What the connection pool to the master is built from.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            connect_timeout: self.connect_timeout,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+        }
+    }
+
     /// Merge defaults < `file` < environment/flags (`cli`, which clap already filled from
     /// `DCOS_TOKEN_PROXY_*`) and validate. `env` supplies `RUST_LOG` and `HOME`.
     pub fn resolve(cli: &Cli, file: &FileSettings, env: &Env) -> Result<Self, SettingsError> {

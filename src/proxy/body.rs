@@ -1,7 +1,6 @@
-//! The request body sent to the master ([`RequestBody`]), and the response body handed
-//! to hyper ([`ResponseBody`]): the master's streamed body (or a short local answer),
-//! counted as it passes, with the request's access-log line written when it ends, fails,
-//! or is dropped because the client went away.
+//! The response body handed to hyper ([`ResponseBody`]): the master's streamed body (or
+//! a short local answer), counted as it passes, with the request's access-log line
+//! written when it ends, fails, or is dropped because the client went away.
 //!
 //! Frames are passed on the moment they arrive; nothing is buffered, so an SSE event or
 //! RecordIO record reaches the client as soon as the master sends it.
@@ -19,9 +18,6 @@ use hyper::body::Incoming;
 /// The error type of [`ResponseBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The request body sent to the master: the client's body streamed as it arrives, or
-/// (when the request may be replayed after a 401) the same bytes held in memory.
-pub type RequestBody = Either<Full<Bytes>, Incoming>;
 
 /// What the access-log line says about a request.
 #[derive(Debug)]

@@ -10,4 +10,3 @@ pub mod guard;
 pub mod headers;
 pub mod service;
 pub mod upgrade;
-pub mod upstream;

@@ -24,14 +24,14 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
-use super::body::{AccessLog, RequestBody, ResponseBody};
+use super::body::{AccessLog, ResponseBody};
 use super::error::ProxyError;
 use super::guard::Guard;
 use super::headers::{
     Credentials, apply_authorization, restore_upgrade, strip_hop_by_hop, upgrade_request,
 };
 use super::upgrade::tunnel;
-use super::upstream::Upstream;
+use crate::upstream::{RequestBody, Upstream};
 use crate::types::ClientAuth;
 use crate::source::{Published, Snapshot};
 

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
 use crate::dcos::token::human_duration;
-use crate::proxy::upstream::Upstream;
+use crate::upstream::Upstream;
 
 /// How long a request that got a 401 waits for the re-read it asked for.
 pub const REREAD_WAIT: Duration = Duration::from_secs(2);

@@ -43,7 +43,7 @@ use crate::dcos::config::{
 };
 use crate::dcos::token::human_duration;
 use crate::env::Env;
-use crate::proxy::upstream::Upstream;
+use crate::upstream::Upstream;
 use crate::settings::Settings;
 use crate::types::WatchMode;
 
@@ -323,8 +323,8 @@ impl Tracker {
         let snapshot = self.published.load();
         let previous = snapshot.upstream();
         let built = match previous {
-            Some(up) => up.next(&cfg, &self.settings),
-            None => Upstream::new(&cfg, &self.settings),
+            Some(up) => up.next(&cfg, &self.settings.client_options()),
+            None => Upstream::new(&cfg, &self.settings.client_options()),
         };
         let upstream = match built {
             Ok(up) => up,
@@ -709,7 +709,7 @@ mod tests {
         let mut follow = Follow::new(&settings, Env::default());
         follow.poll_interval = Duration::from_millis(20);
         let cfg = config::discover(&follow.discover, &follow.env).unwrap();
-        let up = Upstream::new(&cfg, &settings).unwrap();
+        let up = Upstream::new(&cfg, &settings.client_options()).unwrap();
         let (published, rereads) = Published::new(Snapshot::Ready(up));
         let published = Arc::new(published);
 

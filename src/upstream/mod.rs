@@ -6,41 +6,62 @@
 //! gets a new [`Upstream`] that shares the old one's pooled client
 //! ([`Upstream::next`]); only a change of master or TLS builds a new client.
 //!
-//! TLS follows `core.ssl_verify` (reference §2): `true` verifies with the OS trust store,
-//! a path verifies with exactly that PEM bundle, `false` skips verification (with a
-//! warning at startup). SNI and hostname checks always apply when verifying. rustls with
-//! the `ring` provider does the work.
+//! TLS is set up in [`tls`]; `Location` rewriting uses the master's [`origin`].
+//! [`Upstream::new`] takes only what it reads: the cluster config and the
+//! [`ClientOptions`] of the connection pool.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+pub mod origin;
+pub(crate) mod tls;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    ClientConfig, ConfigBuilder, DigitallySignedStruct, RootCertStore, SignatureScheme,
-    WantsVerifier,
-};
 
-use super::body::RequestBody;
-use super::headers::MasterOrigin;
-use crate::dcos::config::{ClusterConfig, SslVerify};
+pub use self::origin::MasterOrigin;
+use self::tls::{TlsKey, tls_config};
+use crate::dcos::config::ClusterConfig;
 use crate::dcos::token::{Claims, ClaimsError};
-use crate::files::{ReadError, read_bounded};
-use crate::settings::{DEFAULT_POOL_IDLE_TIMEOUT, Settings};
+
+/// How long an idle pooled connection to the master is kept.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long to wait for a TCP connection to the master before answering 502.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The request body sent to the master: the client's body streamed as it arrives, or
+/// (when the request may be replayed after a 401) the same bytes held in memory.
+pub type RequestBody = Either<Full<Bytes>, Incoming>;
 
 /// The pooled client type used for every upstream request.
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
-/// The largest CA bundle read (the Mozilla bundle is about 220 KiB).
-const MAX_CA_BUNDLE: u64 = 16 * 1024 * 1024;
+/// How connections to the master are made and pooled: the part of the settings that an
+/// [`Upstream`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Time allowed for the TCP connect.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+        }
+    }
+}
 
 /// Why the upstream could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -80,34 +101,6 @@ pub enum UpstreamError {
     },
 }
 
-/// What the pooled client's TLS set-up was built from; a new config with an equal key
-/// can keep the client (and its warm connections).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TlsKey {
-    /// A plain-http master.
-    Plain,
-    /// The OS trust store.
-    System,
-    /// Exactly the certificates of this bundle, as read.
-    Bundle(PathBuf, Arc<[u8]>),
-    /// No verification.
-    Insecure,
-}
-
-impl TlsKey {
-    /// Read what `cluster`'s TLS set-up depends on (the CA bundle's bytes, if any).
-    fn of(cluster: &ClusterConfig) -> Result<Self, UpstreamError> {
-        if cluster.dcos_url.scheme() != Some(&Scheme::HTTPS) {
-            return Ok(Self::Plain);
-        }
-        Ok(match &cluster.ssl_verify {
-            SslVerify::System => Self::System,
-            SslVerify::Insecure => Self::Insecure,
-            SslVerify::CaBundle(path) => Self::Bundle(path.clone(), read_ca_pem(path)?.into()),
-        })
-    }
-}
-
 /// Everything the request path needs to reach one master. Built once per config
 /// change; requests only read it.
 pub struct Upstream {
@@ -144,8 +137,8 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Build the upstream for `cluster`: TLS config, connector and pool.
-    pub fn new(cluster: &ClusterConfig, settings: &Settings) -> Result<Self, UpstreamError> {
-        Self::build(cluster, settings, TlsKey::of(cluster)?, None)
+    pub fn new(cluster: &ClusterConfig, options: &ClientOptions) -> Result<Self, UpstreamError> {
+        Self::build(cluster, options, TlsKey::of(cluster)?, None)
     }
 
     /// The upstream for a changed `cluster`: it shares this one's pooled client when the
@@ -154,12 +147,12 @@ impl Upstream {
     pub fn next(
         &self,
         cluster: &ClusterConfig,
-        settings: &Settings,
+        options: &ClientOptions,
     ) -> Result<Self, UpstreamError> {
         let tls = TlsKey::of(cluster)?;
         let same = tls == self.tls && url_text(&cluster.dcos_url) == self.url;
         let client = same.then(|| self.client.clone());
-        Self::build(cluster, settings, tls, client)
+        Self::build(cluster, options, tls, client)
     }
 
     /// Whether `other` was built with this upstream's client (no reconnect, no new TLS).
@@ -169,7 +162,7 @@ impl Upstream {
 
     fn build(
         cluster: &ClusterConfig,
-        settings: &Settings,
+        options: &ClientOptions,
         tls: TlsKey,
         client: Option<HttpsClient>,
     ) -> Result<Self, UpstreamError> {
@@ -192,7 +185,7 @@ impl Upstream {
 
         let client = match client {
             Some(c) => c,
-            None => new_client(&tls, settings)?,
+            None => new_client(&tls, options)?,
         };
         Ok(Self {
             url: url_text(uri),
@@ -236,148 +229,28 @@ fn url_text(uri: &Uri) -> String {
 }
 
 /// A pooled keep-alive client with the TLS set-up `tls`.
-fn new_client(tls: &TlsKey, settings: &Settings) -> Result<HttpsClient, UpstreamError> {
+fn new_client(tls: &TlsKey, options: &ClientOptions) -> Result<HttpsClient, UpstreamError> {
     let tls = tls_config(tls)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(settings.connect_timeout));
+    http.set_connect_timeout(Some(options.connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(DEFAULT_POOL_IDLE_TIMEOUT)
+        .pool_idle_timeout(options.pool_idle_timeout)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(https))
 }
 
-/// Build the rustls client configuration for a TLS set-up.
-fn tls_config(key: &TlsKey) -> Result<ClientConfig, UpstreamError> {
-    let (provider, builder) = config_builder()?;
-    // hyper-rustls sets ALPN (http/1.1) itself.
-    let config = match key {
-        // A plain-http master needs no trust store: don't load (or warn about) one.
-        TlsKey::Plain => builder
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth(),
-        TlsKey::System => {
-            let found = rustls_native_certs::load_native_certs();
-            let mut roots = RootCertStore::empty();
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                tracing::warn!(
-                    "no CA certificates found in the OS trust store; TLS to the master will fail \
-                     unless core.ssl_verify names the cluster CA (dcos_ca.crt)"
-                );
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        TlsKey::Bundle(path, pem) => builder
-            .with_root_certificates(roots_from_pem(path, pem)?)
-            .with_no_client_auth(),
-        TlsKey::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth(),
-    };
-    Ok(config)
-}
-
-/// The ring provider and a client config builder using it, with rustls' safe default
-/// protocol versions.
-fn config_builder() -> Result<
-    (
-        Arc<CryptoProvider>,
-        ConfigBuilder<ClientConfig, WantsVerifier>,
-    ),
-    rustls::Error,
-> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    Ok((provider, builder))
-}
-
-fn read_ca_pem(path: &Path) -> Result<Vec<u8>, UpstreamError> {
-    read_bounded(path, MAX_CA_BUNDLE).map_err(|e| UpstreamError::CaRead {
-        path: path.to_owned(),
-        error: match e {
-            ReadError::Io(e) => e,
-            ReadError::NotAFile => std::io::Error::other("not a regular file"),
-            ReadError::TooLarge => std::io::Error::other("file is larger than 16 MiB"),
-        },
-    })
-}
-
-fn roots_from_pem(path: &Path, pem: &[u8]) -> Result<RootCertStore, UpstreamError> {
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_slice_iter(pem).filter_map(Result::ok);
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(UpstreamError::CaEmpty {
-            path: path.to_owned(),
-        });
-    }
-    Ok(roots)
-}
-
-/// `ssl_verify = false`: accept any certificate, but still check the handshake
-/// signatures so the session keys belong to whoever presented the certificate.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dcos::config::ConfigSource;
+    use crate::dcos::config::{ConfigSource, SslVerify};
 
     fn cluster(url: &str) -> ClusterConfig {
         ClusterConfig {
@@ -393,8 +266,8 @@ mod tests {
 
     #[test]
     fn targets_keep_bytes_and_go_under_the_prefix() {
-        let settings = Settings::default();
-        let up = Upstream::new(&cluster("https://m.example:8443"), &settings).unwrap();
+        let options = ClientOptions::default();
+        let up = Upstream::new(&cluster("https://m.example:8443"), &options).unwrap();
         let pq = PathAndQuery::from_static("/a%2Fb?c=%2F");
         assert_eq!(
             up.target(Some(&pq)).unwrap(),
@@ -402,7 +275,7 @@ mod tests {
         );
         assert_eq!(up.host, "m.example:8443");
 
-        let up = Upstream::new(&cluster("http://m.example/dcos/"), &settings).unwrap();
+        let up = Upstream::new(&cluster("http://m.example/dcos/"), &options).unwrap();
         assert_eq!(
             up.target(Some(&pq)).unwrap(),
             "http://m.example/dcos/a%2Fb?c=%2F"
@@ -419,21 +292,21 @@ mod tests {
     #[test]
     fn a_token_change_keeps_the_pool_and_a_master_or_tls_change_does_not() {
         use crate::dcos::token::Token;
-        let settings = Settings::default();
+        let options = ClientOptions::default();
         let mut c = cluster("https://m.example");
         c.ssl_verify = SslVerify::Insecure;
         c.token = Some(Token::new("a.b.c").unwrap());
-        let up = Upstream::new(&c, &settings).unwrap();
+        let up = Upstream::new(&c, &options).unwrap();
 
         c.token = Some(Token::new("d.e.f").unwrap());
-        let rotated = up.next(&c, &settings).unwrap();
+        let rotated = up.next(&c, &options).unwrap();
         assert!(rotated.shares_client_with(&up));
         assert_ne!(rotated.auth, up.auth);
         assert_eq!(rotated.auth.as_ref().unwrap(), "token=d.e.f");
 
         let mut moved = c.clone();
         moved.dcos_url = "https://other.example".parse().unwrap();
-        assert!(!up.next(&moved, &settings).unwrap().shares_client_with(&up));
+        assert!(!up.next(&moved, &options).unwrap().shares_client_with(&up));
 
         // A CA bundle: the same bytes keep the pool, new bytes at the same path do not.
         let dir = tempfile::tempdir().unwrap();
@@ -441,32 +314,32 @@ mod tests {
         std::fs::write(&ca, self_signed_pem("one")).unwrap();
         let mut bundled = c.clone();
         bundled.ssl_verify = SslVerify::CaBundle(ca.clone());
-        let with_ca = up.next(&bundled, &settings).unwrap();
+        let with_ca = up.next(&bundled, &options).unwrap();
         assert!(!with_ca.shares_client_with(&up), "TLS mode changed");
         assert!(
             with_ca
-                .next(&bundled, &settings)
+                .next(&bundled, &options)
                 .unwrap()
                 .shares_client_with(&with_ca)
         );
         std::fs::write(&ca, self_signed_pem("two")).unwrap();
         assert!(
             !with_ca
-                .next(&bundled, &settings)
+                .next(&bundled, &options)
                 .unwrap()
                 .shares_client_with(&with_ca)
         );
         // A bundle that went missing is an error (the caller keeps the last good one).
         std::fs::remove_file(&ca).unwrap();
         assert!(matches!(
-            with_ca.next(&bundled, &settings),
+            with_ca.next(&bundled, &options),
             Err(UpstreamError::CaRead { .. })
         ));
     }
 
     #[test]
     fn unusable_urls_are_errors_not_placeholders() {
-        let err = Upstream::new(&cluster("/relative/only"), &Settings::default()).unwrap_err();
+        let err = Upstream::new(&cluster("/relative/only"), &ClientOptions::default()).unwrap_err();
         assert!(err.to_string().contains("/relative/only"), "{err}");
         assert!(err.to_string().contains("https://<master>"), "{err}");
     }
