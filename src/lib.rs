@@ -17,6 +17,8 @@ pub mod cli;
 pub mod dcos;
 pub mod env;
 pub mod files;
+pub mod framing;
+pub mod guard;
 pub(crate) mod host;
 pub mod listener;
 pub mod logging;
@@ -34,15 +36,15 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::dcos::config::{ClusterConfig, ConfigError};
+use crate::guard::Guard;
 use crate::host::points_at;
 use crate::listener::{Listener, UnixSocketError};
-use crate::proxy::guard::Guard;
 use crate::proxy::service::Shared;
-use crate::upstream::{Upstream, UpstreamError};
 use crate::settings::Settings;
-use crate::types::ListenAddr;
 use crate::source::watch::{Follow, Tracker};
 use crate::source::{Change, Published, RereadRequests, Snapshot, announce};
+use crate::types::ListenAddr;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]

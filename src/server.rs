@@ -23,8 +23,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
+use crate::framing::{FramingConflict, ScanIo};
 use crate::listener::{Listener, Peer};
-use crate::proxy::framing::{FramingConflict, ScanIo};
 use crate::proxy::service::{Shared, handle};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.

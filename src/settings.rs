@@ -13,12 +13,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::Cli;
-use crate::upstream::{ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT};
-use crate::types::{ClientAuth, ListenAddr, LogFormat, WatchMode, parse_duration, parse_listen};
 use crate::dcos::config::DiscoverOptions;
 use crate::env::Env;
 use crate::files::{ReadError, read_bounded};
-use crate::proxy::guard::{DenyPaths, PathSecret, Policy};
+use crate::guard::{DenyPaths, PathSecret, Policy};
+use crate::types::{ClientAuth, ListenAddr, LogFormat, WatchMode, parse_duration, parse_listen};
+use crate::upstream::{ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT};
 
 /// Default listen address: loopback only, port 8079.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8079);
@@ -414,7 +414,7 @@ impl Settings {
 /// from `--path-secret-file`, else `DCOS_TOKEN_PROXY_PATH_SECRET`, else is generated with
 /// `--path-secret` / `path_secret = true`.
 fn resolve_policy(cli: &Cli, file: &FileSettings, env: &Env) -> Result<Policy, SettingsError> {
-    let from_guard = |e: crate::proxy::guard::PolicyError| invalid(e.key, e.message);
+    let from_guard = |e: crate::guard::PolicyError| invalid(e.key, e.message);
     let mut p = Policy::default();
     if let Some(list) = pick_list(&cli.allowed_hosts, &file.allowed_hosts) {
         if list.is_empty() {

@@ -12,8 +12,8 @@ use dcos_token_proxy::dcos::config::{
     ConfigSource, DcosFile, DiscoverOptions, FileToken, apply_overrides, parse_file,
 };
 use dcos_token_proxy::env::Env;
-use dcos_token_proxy::proxy::framing::Scanner;
-use dcos_token_proxy::proxy::guard::normalize_path;
+use dcos_token_proxy::framing::Scanner;
+use dcos_token_proxy::guard::normalize_path;
 use dcos_token_proxy::proxy::headers::{Credentials, apply_authorization};
 use dcos_token_proxy::types::ClientAuth;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

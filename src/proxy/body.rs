@@ -18,7 +18,6 @@ use hyper::body::Incoming;
 /// The error type of [`ResponseBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-
 /// What the access-log line says about a request.
 #[derive(Debug)]
 pub struct AccessLog {

@@ -6,7 +6,6 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-
 use crate::dcos::token::TOKEN_PREFIX;
 use crate::types::ClientAuth;
 

@@ -5,8 +5,6 @@
 
 pub mod body;
 pub mod error;
-pub mod framing;
-pub mod guard;
 pub mod headers;
 pub mod service;
 pub mod upgrade;

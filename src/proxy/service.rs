@@ -26,14 +26,14 @@ use tokio::sync::watch;
 
 use super::body::{AccessLog, ResponseBody};
 use super::error::ProxyError;
-use super::guard::Guard;
 use super::headers::{
     Credentials, apply_authorization, restore_upgrade, strip_hop_by_hop, upgrade_request,
 };
 use super::upgrade::tunnel;
-use crate::upstream::{RequestBody, Upstream};
-use crate::types::ClientAuth;
+use crate::guard::Guard;
 use crate::source::{Published, Snapshot};
+use crate::types::ClientAuth;
+use crate::upstream::{RequestBody, Upstream};
 
 /// The minimum time between two "run `dcos auth login`" hints after a master 401.
 const LOGIN_HINT_INTERVAL: Duration = Duration::from_secs(60);

@@ -43,9 +43,9 @@ use crate::dcos::config::{
 };
 use crate::dcos::token::human_duration;
 use crate::env::Env;
-use crate::upstream::Upstream;
 use crate::settings::Settings;
 use crate::types::WatchMode;
+use crate::upstream::Upstream;
 
 /// Quiet time that ends a burst of file events.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
