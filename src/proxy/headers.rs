@@ -1,8 +1,13 @@
-//! Header rules for one hop: hop-by-hop removal, the `Authorization` policy and the
-//! `Location` rewrite.
+//! Header rules for one hop: hop-by-hop removal, protocol-switch detection and the
+//! `Authorization` policy. (The `Location` rewrite needs the master's origin and lives
+//! in [`crate::upstream::origin`].)
 //!
-//! Everything here works on header maps already parsed by hyper, allocates only when a
-//! header actually has to change, and never logs a header value.
+//! Everything here works on header maps already parsed by hyper and never logs a header
+//! value. What allocates: hop-by-hop removal collects the field names a `Connection`
+//! header lists (a small `Vec`, whenever `Connection` is present, even when it only says
+//! `keep-alive`); a `Bearer` rewrite builds the new value; putting the proxy's own
+//! `Authorization` on a request clones a prepared `HeaderValue` (a reference count, not a
+//! copy of the token); and inserting into a map may grow it.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
