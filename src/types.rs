@@ -129,3 +129,51 @@ pub fn parse_listen(text: &str) -> Result<ListenAddr, String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("127.0.0.1:0").unwrap(),
+            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen("localhost:9000").unwrap(),
+            ListenAddr::Tcp("127.0.0.1:9000".parse().unwrap())
+        );
+        assert!(parse_listen("[::1]:8079").unwrap().is_local());
+        assert!(!parse_listen("0.0.0.0:8079").unwrap().is_local());
+        assert!(!parse_listen("[::]:8079").unwrap().is_local());
+        assert!(parse_listen("[::ffff:127.0.0.1]:8079").unwrap().is_local());
+        assert_eq!(
+            parse_listen("unix:/run/p.sock").unwrap(),
+            ListenAddr::Unix("/run/p.sock".into())
+        );
+        assert_eq!(
+            parse_listen("unix:/run/p.sock").unwrap().to_string(),
+            "unix:/run/p.sock"
+        );
+        assert!(parse_listen("unix:").is_err());
+        assert!(parse_listen("8079").unwrap_err().contains("IP:PORT"));
+    }
+}
