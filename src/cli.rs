@@ -174,6 +174,29 @@ pub struct Cli {
           env = "DCOS_TOKEN_PROXY_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<Duration>,
 
+    /// Log in as this DC/OS service account (with --private-key-file) and keep the
+    /// token fresh; overrides DCOS_SERVICE_ACCOUNT_CREDENTIAL and the DC/OS CLI config
+    #[arg(long, value_name = "ID", env = "DCOS_TOKEN_PROXY_SERVICE_ACCOUNT_UID")]
+    pub service_account_uid: Option<String>,
+
+    /// The service account's private key (PEM: PKCS#8 or PKCS#1 RSA)
+    #[arg(long, value_name = "FILE", env = "DCOS_TOKEN_PROXY_PRIVATE_KEY_FILE")]
+    pub private_key_file: Option<PathBuf>,
+
+    /// Log in as this DC/OS user with a password from --password-file or DCOS_PASSWORD
+    /// (never a flag value) and keep the token fresh
+    #[arg(long, value_name = "USER", env = "DCOS_TOKEN_PROXY_UID")]
+    pub uid: Option<String>,
+
+    /// File holding the --uid user's password
+    #[arg(long, value_name = "FILE", env = "DCOS_TOKEN_PROXY_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Use the token in FILE, kept fresh by something else (e.g. a mounted secret); the
+    /// file is watched and a bad version is ignored (the last good token stays in use)
+    #[arg(long, value_name = "FILE", env = "DCOS_TOKEN_PROXY_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
     /// Log format [default: text]
     #[arg(
         long,

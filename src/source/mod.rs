@@ -10,6 +10,9 @@
 //! whose token the master refused can ask for an immediate re-read
 //! ([`Published::reread`]), which recovers from a missed file event.
 
+pub mod credential;
+pub mod login;
+pub mod refresh;
 pub mod watch;
 
 use std::sync::Arc;
