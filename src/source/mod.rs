@@ -13,6 +13,7 @@
 pub mod credential;
 pub mod login;
 pub mod refresh;
+pub mod token_file;
 pub mod watch;
 
 use std::sync::Arc;

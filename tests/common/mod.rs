@@ -92,7 +92,72 @@ struct State {
     release: Notify,
     /// Sizes of request-body chunks as `/exec-input` receives them.
     chunks: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
+    /// The login endpoint's account, when enabled ([`FakeMaster::enable_login`]).
+    login: Mutex<Option<LoginAccount>>,
+    /// Every login attempt, in order.
+    logins: Mutex<Vec<LoginRecord>>,
+    /// When each token this master minted stops being accepted.
+    expiry: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// The one account the fake master's login endpoint knows (reference §7).
+#[derive(Debug, Clone)]
+pub struct LoginAccount {
+    pub uid: String,
+    /// The service account's RSA public key (PKCS#1 `RSAPublicKey` DER), if it has one.
+    pub public_key: Option<Vec<u8>>,
+    /// The user's password, if it has one.
+    pub password: Option<String>,
+    /// How long minted tokens live.
+    pub lifetime: Duration,
+    /// How long the endpoint takes to answer.
+    pub delay: Duration,
+    /// Refuse every login (as for an unknown account).
+    pub refuse: bool,
+}
+
+impl LoginAccount {
+    /// A service account whose public key is that of the PEM private key `pem`.
+    pub fn service_account(uid: &str, pem: &str, lifetime: Duration) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            public_key: Some(public_key_of(pem)),
+            password: None,
+            lifetime,
+            delay: Duration::ZERO,
+            refuse: false,
+        }
+    }
+}
+
+/// One login attempt as the fake master saw it.
+#[derive(Debug, Clone)]
+pub struct LoginRecord {
+    pub at: std::time::Instant,
+    /// Whether a token was minted.
+    pub ok: bool,
+    /// When the token minted by the previous successful login expired(s).
+    pub previous_expiry: Option<std::time::Instant>,
+}
+
+/// The PKCS#1 DER public key of a PEM (PKCS#8 or PKCS#1) RSA private key.
+pub fn public_key_of(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let pair = match &der {
+        PrivateKeyDer::Pkcs8(k) => ring::signature::RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(k) => ring::signature::RsaKeyPair::from_der(k.secret_pkcs1_der()),
+        _ => panic!("not an RSA key"),
+    }
+    .unwrap();
+    pair.public().as_ref().to_vec()
+}
+
+/// The test service account's key (PKCS#8), its PKCS#1 form, and a stranger's key.
+pub const SA_KEY_PKCS8: &str = include_str!("../fixtures/keys/sa_pkcs8.pem");
+pub const SA_KEY_PKCS1: &str = include_str!("../fixtures/keys/sa_pkcs1.pem");
+pub const OTHER_KEY: &str = include_str!("../fixtures/keys/other_pkcs8.pem");
 
 /// The fake master.
 pub struct FakeMaster {
@@ -209,6 +274,38 @@ impl FakeMaster {
         self.state.release.notify_one();
     }
 
+    /// Serve `POST /acs/api/v1/auth/login` for `account` from now on.
+    pub fn enable_login(&self, account: LoginAccount) {
+        *self.state.login.lock().unwrap() = Some(account);
+    }
+
+    /// Change the login account (refuse, delay...) in place.
+    pub fn update_login(&self, f: impl FnOnce(&mut LoginAccount)) {
+        if let Some(a) = self.state.login.lock().unwrap().as_mut() {
+            f(a);
+        }
+    }
+
+    /// Every login attempt so far.
+    pub fn logins(&self) -> Vec<LoginRecord> {
+        self.state.logins.lock().unwrap().clone()
+    }
+
+    /// Successful logins so far.
+    pub fn successful_logins(&self) -> usize {
+        self.logins().iter().filter(|l| l.ok).count()
+    }
+
+    /// Stop accepting every token the login endpoint minted (as after a key rotation on
+    /// the master): the next request with one gets 401.
+    pub fn revoke_minted(&self) {
+        let minted: Vec<String> = self.state.expiry.lock().unwrap().keys().cloned().collect();
+        let mut accepted = self.state.accepted.lock().unwrap();
+        for t in minted {
+            accepted.remove(&t);
+        }
+    }
+
     /// Receive each `/exec-input` request-body chunk as the master reads it.
     pub fn chunk_events(&self) -> mpsc::UnboundedReceiver<Bytes> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -266,7 +363,21 @@ async fn master_route(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("token="))
-        .is_some_and(|t| state.accepted.lock().unwrap().contains(t));
+        .is_some_and(|t| {
+            state.accepted.lock().unwrap().contains(t)
+                && state
+                    .expiry
+                    .lock()
+                    .unwrap()
+                    .get(t)
+                    .is_none_or(|exp| std::time::Instant::now() < *exp)
+        });
+    if path == "/acs/api/v1/auth/login"
+        && req.method() == Method::POST
+        && state.login.lock().unwrap().is_some()
+    {
+        return Ok(login_route(&state, req).await);
+    }
     if !authorized && !unauthenticated(&path) {
         let mut r = respond(401, "<html><body><h1>401 Unauthorized</h1></body></html>\n");
         r.headers_mut()
@@ -435,6 +546,98 @@ async fn master_route(
         _ => respond(200, format!("ok {target}")),
     };
     Ok(resp)
+}
+
+/// `POST /acs/api/v1/auth/login` (reference §7): checks the RS256 login token's
+/// signature with the account's public key (or the password), and mints a token that
+/// lives `lifetime`.
+async fn login_route(state: &Arc<State>, req: Request<Incoming>) -> Response<TestBody> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Some(account) = state.login.lock().unwrap().clone() else {
+        return respond(404, "no login");
+    };
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return respond(400, "body error"),
+    };
+    tokio::time::sleep(account.delay).await;
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return respond(400, r#"{"code":"ERR_MALFORMED"}"#),
+    };
+    let now_unix = unix_now();
+    let verified = || -> bool {
+        if account.refuse || request["uid"] != account.uid.as_str() {
+            return false;
+        }
+        if let (Some(pw), Some(given)) = (&account.password, request["password"].as_str()) {
+            return pw == given;
+        }
+        let (Some(key), Some(jwt)) = (&account.public_key, request["token"].as_str()) else {
+            return false;
+        };
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let [header, payload, sig] = parts[..] else {
+            return false;
+        };
+        let decode = |p: &str| -> Option<serde_json::Value> {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()
+        };
+        let (Some(h), Some(claims), Ok(sig)) =
+            (decode(header), decode(payload), URL_SAFE_NO_PAD.decode(sig))
+        else {
+            return false;
+        };
+        let public = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            key,
+        );
+        let exp = claims["exp"].as_u64().unwrap_or(0);
+        h["alg"] == "RS256"
+            && claims["uid"] == account.uid.as_str()
+            && exp > now_unix
+            && exp <= now_unix + 600
+            && public
+                .verify(format!("{header}.{payload}").as_bytes(), &sig)
+                .is_ok()
+    }();
+    let mut logins = state.logins.lock().unwrap();
+    let previous_expiry = logins
+        .iter()
+        .rev()
+        .find(|l| l.ok)
+        .and_then(|_| state.expiry.lock().unwrap().values().max().copied());
+    logins.push(LoginRecord {
+        at: std::time::Instant::now(),
+        ok: verified,
+        previous_expiry,
+    });
+    let n = logins.len();
+    drop(logins);
+    if !verified {
+        let mut r = respond(
+            401,
+            r#"{"title":"Bad credentials","description":"Login token signature cannot be verified.","code":"ERR_INVALID_CREDENTIALS"}"#,
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("acsjwt"));
+        return r;
+    }
+    // Whole seconds, rounded down: the proxy never thinks a token lives longer than it does.
+    let exp = now_unix + account.lifetime.as_secs();
+    let payload = URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"uid":"{}","exp":{exp},"n":{n}}}"#,
+        account.uid
+    ));
+    let token = format!("eyJhbGciOiJSUzI1NiJ9.{payload}.bWludGVk");
+    state
+        .expiry
+        .lock()
+        .unwrap()
+        .insert(token.clone(), std::time::Instant::now() + account.lifetime);
+    state.accepted.lock().unwrap().insert(token.clone());
+    respond(200, serde_json::json!({ "token": token }).to_string())
 }
 
 fn query_value<'a>(target: &'a str, key: &str) -> Option<&'a str> {
