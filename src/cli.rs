@@ -4,10 +4,11 @@
 //! key in the `--config` settings file; [`crate::settings::Settings::resolve`] merges
 //! them (flags > environment > file > defaults) and validates the result.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, Subcommand};
 
 use crate::types::{ClientAuth, LogFormat, WatchMode, parse_duration};
 
@@ -174,6 +175,12 @@ pub struct Cli {
           env = "DCOS_TOKEN_PROXY_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<Duration>,
 
+    /// Serve /healthz, /readyz, /metrics and /quitquitquit on this TCP address (its own
+    /// listener, with no Host allow-list: probes send the pod IP), e.g. 0.0.0.0:9079
+    /// [default: off]
+    #[arg(long, value_name = "ADDR", env = "DCOS_TOKEN_PROXY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Log in as this DC/OS service account (with --private-key-file) and keep the
     /// token fresh; overrides DCOS_SERVICE_ACCOUNT_CREDENTIAL and the DC/OS CLI config
     #[arg(long, value_name = "ID", env = "DCOS_TOKEN_PROXY_SERVICE_ACCOUNT_UID")]
@@ -213,6 +220,30 @@ pub struct Cli {
     /// Less log detail (-q warnings only, -qq errors only)
     #[arg(short, long, action = ArgAction::Count)]
     pub quiet: u8,
+
+    /// Run a command instead of the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The default `health --url`: the admin listener as the container image sets it up.
+pub const DEFAULT_HEALTH_URL: &str = "http://127.0.0.1:9079";
+
+/// Commands other than running the proxy.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Ask a running proxy's admin listener whether it is ready (holds a valid token):
+    /// exit 0 if so, 1 if not. Needs no curl in the image: use it as a HEALTHCHECK, or
+    /// in an app's entrypoint with --wait to wait for the proxy before the first call.
+    Health {
+        /// The admin listener's base URL
+        #[arg(long, value_name = "URL", default_value = DEFAULT_HEALTH_URL)]
+        url: String,
+        /// Keep asking until ready, for at most this long (e.g. 60s); fail when the time
+        /// runs out [default: ask once]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        wait: Option<Duration>,
+    },
 }
 
 #[cfg(test)]

@@ -122,6 +122,8 @@ pub struct Settings {
     pub watch: WatchMode,
     /// The credential flags (service account, user, token file), if any.
     pub credentials: CredentialFlags,
+    /// Where the admin listener (health, readiness, metrics) listens; `None`: off.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -142,6 +144,7 @@ impl Default for Settings {
             discover: DiscoverOptions::default(),
             watch: WatchMode::default(),
             credentials: CredentialFlags::default(),
+            admin_listen: None,
         }
     }
 }
@@ -271,6 +274,7 @@ impl Settings {
             cwd: std::env::current_dir().ok(),
         };
         s.credentials = CredentialFlags::from_cli(cli)?;
+        s.admin_listen = cli.admin_listen;
         Ok(s)
     }
 }
