@@ -258,4 +258,11 @@ fn the_dockerfile_builds_locked_release_and_runs_in_sidecar_mode() {
         url,
         format!("http://127.0.0.1:{}", s.admin_listen.unwrap().port())
     );
+    // `.ci/run` builds, starts and probes the binary from these same lines.
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(
+        ci.contains(r"sed -n 's/^RUN \(cargo build"),
+        ".ci/run reads the build line"
+    );
+    assert!(ci.contains("json_args CMD") && ci.contains("json_args HEALTHCHECK"));
 }
