@@ -4,11 +4,11 @@
 //! `dcos.toml` (the per-cluster layout `<root>/clusters/<id>/dcos.toml` with its
 //! `attached` marker, or the legacy single file), which cluster is the current one, what
 //! the keys we use mean, and how the `DCOS_*` environment variables override them. It turns
-//! all of that into one validated [`ClusterConfig`]. It reads each file once and holds no
-//! policy about watching: the steps [`resolve_dcos_dir`], [`locate`] (or
-//! [`select_cluster`]), [`read_config_text`], [`parse_file`] and [`apply_overrides`] are
-//! public so a file watcher can run them again when something changes; [`discover`] runs
-//! them all in order. Files are treated as hostile: bounded in size, checked for UTF-8,
+//! all of that into one validated [`ClusterConfig`] with [`discover`], which the watcher
+//! runs again on every change it sees. It holds no policy about watching. One discovery
+//! reads one `dcos.toml`, the chosen one; the other clusters' files are read only when a
+//! name must be matched (`--cluster` / `DCOS_CLUSTER` that is no cluster's ID) or an error
+//! lists the clusters. Files are treated as hostile: bounded in size, checked for UTF-8,
 //! and no error message ever echoes a token or the file's contents.
 
 use std::fmt;
@@ -209,7 +209,7 @@ pub struct ClusterCandidate {
     pub name: Option<String>,
 }
 
-/// The cluster chosen by [`choose_cluster`] / [`select_cluster`].
+/// The cluster chosen by [`choose_cluster`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selected {
     /// The cluster ID (directory name).
@@ -592,17 +592,9 @@ fn exists(path: &Path) -> Result<bool, ConfigError> {
 }
 
 /// The cluster directories under `clusters_dir`, sorted by ID: every sub-directory except
-/// `setup` and hidden ones (plain files and names that are not UTF-8 are skipped). Reads
-/// each one's `attached` marker and `cluster.name`; a `dcos.toml` that cannot be read or
-/// parsed only leaves the name unknown here (it is reported if that cluster is chosen).
-pub fn list_clusters(clusters_dir: &Path) -> Result<Vec<ClusterCandidate>, ConfigError> {
-    let mut candidates = list_cluster_dirs(clusters_dir)?;
-    read_names(&mut candidates);
-    Ok(candidates)
-}
-
-/// [`list_clusters`] without reading any file: every `name` is `None`.
-fn list_cluster_dirs(clusters_dir: &Path) -> Result<Vec<ClusterCandidate>, ConfigError> {
+/// `setup` and hidden ones (plain files and names that are not UTF-8 are skipped), with
+/// their `attached` marker. Reads no file: every `name` is `None` until [`read_names`].
+pub(crate) fn list_clusters(clusters_dir: &Path) -> Result<Vec<ClusterCandidate>, ConfigError> {
     let entries = fs::read_dir(clusters_dir).map_err(|e| io_error(clusters_dir, e))?;
     let mut candidates = Vec::new();
     for entry in entries {
@@ -630,16 +622,18 @@ fn list_cluster_dirs(clusters_dir: &Path) -> Result<Vec<ClusterCandidate>, Confi
     Ok(candidates)
 }
 
-/// Fill in each candidate's `cluster.name`.
-fn read_names(candidates: &mut [ClusterCandidate]) {
+/// Fill in each candidate's `cluster.name`, reading every cluster's `dcos.toml`; a file
+/// that cannot be read or parsed only leaves the name unknown (it is reported if that
+/// cluster is chosen).
+fn read_names(files: &dyn ReadConfig, candidates: &mut [ClusterCandidate]) {
     for c in candidates {
-        c.name = read_cluster_name(&c.dir.join(CONFIG_FILE));
+        c.name = read_cluster_name(files, &c.dir.join(CONFIG_FILE));
     }
 }
 
 /// `cluster.name` of one cluster's file, or None (absent, empty or unreadable).
-fn read_cluster_name(file: &Path) -> Option<String> {
-    let text = match read_optional(file) {
+fn read_cluster_name(files: &dyn ReadConfig, file: &Path) -> Option<String> {
+    let text = match read_optional(files, file) {
         Ok(text) => text?,
         Err(e) => {
             tracing::debug!(error = %e, "cannot read a cluster's name");
@@ -740,21 +734,22 @@ pub fn choose_cluster(
     }
 }
 
-/// List `<dcos_dir>/clusters` and choose the current cluster ([`list_clusters`] +
-/// [`choose_cluster`]).
-///
-/// The clusters' names are read only when they are needed: to match `wanted` against
-/// `cluster.name` once no ID matched, or to list the clusters in an error. Picking by
-/// ID, the only cluster or the attached one reads no file (this runs on every change
-/// the watcher sees).
-pub fn select_cluster(dcos_dir: &Path, wanted: Option<&str>) -> Result<Selected, ConfigError> {
-    let clusters_dir = dcos_dir.join(CLUSTERS_DIR);
-    let mut candidates = list_cluster_dirs(&clusters_dir)?;
+/// Choose the current cluster among the `candidates` listed (without names) from
+/// `clusters_dir`, reading their names only when they are needed: to match `wanted`
+/// against `cluster.name` once no ID matched, or to list the clusters in an error.
+/// Picking by ID, the only cluster or the attached one reads no file here, so discovery
+/// reads just the chosen cluster's `dcos.toml` (it runs on every change the watcher sees).
+fn select_cluster(
+    files: &dyn ReadConfig,
+    clusters_dir: &Path,
+    mut candidates: Vec<ClusterCandidate>,
+    wanted: Option<&str>,
+) -> Result<Selected, ConfigError> {
     // Without names, a success is the same as with them: names only add matches for
     // `wanted` after every ID has failed to match, and only that path errs without them.
-    choose_cluster(&clusters_dir, &candidates, wanted).or_else(|_| {
-        read_names(&mut candidates);
-        choose_cluster(&clusters_dir, &candidates, wanted)
+    choose_cluster(clusters_dir, &candidates, wanted).or_else(|_| {
+        read_names(files, &mut candidates);
+        choose_cluster(clusters_dir, &candidates, wanted)
     })
 }
 
@@ -763,7 +758,8 @@ pub fn select_cluster(dcos_dir: &Path, wanted: Option<&str>) -> Result<Selected,
 /// (`dcos_config`, i.e. `$DCOS_CONFIG`, when given, else `<dcos_dir>/dcos.toml`) when it
 /// exists, else [`Location::Unconfigured`]. An empty `clusters/` is also unconfigured.
 /// Asking for a cluster (`wanted`) without a per-cluster layout is an error.
-pub fn locate(
+pub(crate) fn locate(
+    files: &dyn ReadConfig,
     dcos_dir: &Path,
     wanted: Option<&str>,
     dcos_config: Option<&Path>,
@@ -786,7 +782,7 @@ pub fn locate(
                 clusters_dir,
             }));
         }
-        return choose_cluster(&clusters_dir, &candidates, wanted).map(Location::Cluster);
+        return select_cluster(files, &clusters_dir, candidates, wanted).map(Location::Cluster);
     }
     if let Some(wanted) = wanted {
         return Err(ConfigError::NoClustersDir {
@@ -816,10 +812,30 @@ pub fn locate(
 // Reading and parsing one file
 // ---------------------------------------------------------------------------------------
 
+/// How discovery reads a config file's bytes: [`Disk`] in the program, a recorder in
+/// tests that count the reads.
+pub(crate) trait ReadConfig {
+    /// The bytes of the regular file at `path` (at most [`MAX_CONFIG_BYTES`]).
+    fn read(&self, path: &Path) -> Result<Vec<u8>, ReadError>;
+}
+
+/// The real filesystem, through [`read_bounded`].
+pub(crate) struct Disk;
+
+impl ReadConfig for Disk {
+    fn read(&self, path: &Path) -> Result<Vec<u8>, ReadError> {
+        read_bounded(path, MAX_CONFIG_BYTES)
+    }
+}
+
 /// Read a config file's text, treating it as hostile: it must be a regular file of at
 /// most [`MAX_CONFIG_BYTES`] bytes and valid UTF-8.
 pub fn read_config_text(path: &Path) -> Result<String, ConfigError> {
-    let bytes = read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+    read_text(&Disk, path)
+}
+
+fn read_text(files: &dyn ReadConfig, path: &Path) -> Result<String, ConfigError> {
+    let bytes = files.read(path).map_err(|e| match e {
         ReadError::Io(e) => io_error(path, e),
         ReadError::NotAFile => ConfigError::NotAFile {
             path: path.to_path_buf(),
@@ -835,8 +851,11 @@ pub fn read_config_text(path: &Path) -> Result<String, ConfigError> {
 
 /// Like [`read_config_text`], but a missing file is `Ok(None)`: a cluster directory
 /// without `dcos.toml` reads as an empty file, as the Go CLI does.
-pub fn read_optional(path: &Path) -> Result<Option<String>, ConfigError> {
-    match read_config_text(path) {
+pub(crate) fn read_optional(
+    files: &dyn ReadConfig,
+    path: &Path,
+) -> Result<Option<String>, ConfigError> {
+    match read_text(files, path) {
         Ok(text) => Ok(Some(text)),
         Err(ConfigError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -1128,12 +1147,26 @@ pub fn apply_overrides(
 /// [`apply_overrides`]. With no config at all but a URL from `--upstream` or `DCOS_URL`,
 /// the result is [`ConfigSource::EnvOnly`]. A missing token is not an error.
 pub fn discover(opts: &DiscoverOptions, env: &Env) -> Result<ClusterConfig, ConfigError> {
+    discover_with(&Disk, opts, env)
+}
+
+/// [`discover`], reading the config files through `files`.
+fn discover_with(
+    files: &dyn ReadConfig,
+    opts: &DiscoverOptions,
+    env: &Env,
+) -> Result<ClusterConfig, ConfigError> {
     let dcos_dir = resolve_dcos_dir(opts, env)?;
     let dcos_config = legacy_config_path(opts, env)?;
-    let location = locate(&dcos_dir, wanted_cluster(opts, env), dcos_config.as_deref())?;
+    let location = locate(
+        files,
+        &dcos_dir,
+        wanted_cluster(opts, env),
+        dcos_config.as_deref(),
+    )?;
     let (source, file) = match location {
         Location::Cluster(selected) => {
-            let text = read_optional(&selected.file)?.unwrap_or_default();
+            let text = read_optional(files, &selected.file)?.unwrap_or_default();
             let file = parse_file(&selected.file, &text)?;
             let source = ConfigSource::Cluster {
                 id: selected.id,
@@ -1142,7 +1175,7 @@ pub fn discover(opts: &DiscoverOptions, env: &Env) -> Result<ClusterConfig, Conf
             (source, file)
         }
         Location::Legacy { file: path } => {
-            let text = read_config_text(&path)?;
+            let text = read_text(files, &path)?;
             let file = parse_file(&path, &text)?;
             (ConfigSource::Legacy { file: path }, file)
         }
@@ -1469,7 +1502,10 @@ mod tests {
 
     #[test]
     fn list_clusters_reads_attached_and_names() {
-        let candidates = list_clusters(&fixture("attached").join("clusters")).unwrap();
+        let mut candidates = list_clusters(&fixture("attached").join("clusters")).unwrap();
+        // Listing reads no file; the names come when asked for.
+        assert!(candidates.iter().all(|c| c.name.is_none()));
+        read_names(&Disk, &mut candidates);
         let seen: Vec<(&str, bool, Option<&str>)> = candidates
             .iter()
             .map(|c| (c.id.as_str(), c.attached, c.name.as_deref()))
@@ -1589,6 +1625,110 @@ mod tests {
         assert_eq!(cfg.name, None);
         assert_eq!(cfg.ssl_verify, SslVerify::System);
         assert_eq!(cfg.timeout, None);
+    }
+
+    // ---- how many files one discovery reads --------------------------------------------
+
+    /// Reads through the real filesystem and records every path it is asked to read.
+    #[derive(Default)]
+    struct Recorder {
+        reads: std::cell::RefCell<Vec<PathBuf>>,
+    }
+
+    impl ReadConfig for Recorder {
+        fn read(&self, path: &Path) -> Result<Vec<u8>, ReadError> {
+            self.reads.borrow_mut().push(path.to_path_buf());
+            Disk.read(path)
+        }
+    }
+
+    /// One discovery, and the files it read in order.
+    fn recorded(
+        o: &DiscoverOptions,
+        e: &Env,
+    ) -> (Result<ClusterConfig, ConfigError>, Vec<PathBuf>) {
+        let files = Recorder::default();
+        let result = discover_with(&files, o, e);
+        (result, files.reads.into_inner())
+    }
+
+    #[test]
+    fn picking_a_cluster_by_id_reads_only_its_file() {
+        // Three clusters; one of them (3333-cccc) is *named* like another's ID.
+        for id in ["1111-aaaa", "2222-bbbb", "3333-cccc"] {
+            let (cfg, reads) = recorded(&with_cluster("by_name", id), &no_env());
+            assert_eq!(
+                cfg.unwrap().dcos_url,
+                format!("https://{id}.example.com/").as_str()
+            );
+            assert_eq!(reads, [cluster_file("by_name", id)], "--cluster {id}");
+            let (cfg, reads) = recorded(&opts("by_name"), &env([(ENV_DCOS_CLUSTER, id)]));
+            assert_eq!(
+                cfg.unwrap().dcos_url,
+                format!("https://{id}.example.com/").as_str()
+            );
+            assert_eq!(reads, [cluster_file("by_name", id)], "DCOS_CLUSTER={id}");
+        }
+    }
+
+    #[test]
+    fn the_only_cluster_reads_one_file() {
+        let id = "0f1e2d3c-0000-4000-8000-000000000001";
+        let (cfg, reads) = recorded(&opts("single"), &no_env());
+        assert_eq!(cfg.unwrap().name.as_deref(), Some("single"));
+        assert_eq!(reads, [cluster_file("single", id)]);
+    }
+
+    #[test]
+    fn the_attached_cluster_among_three_reads_one_file() {
+        let (cfg, reads) = recorded(&opts("attached"), &no_env());
+        assert_eq!(cfg.unwrap().name.as_deref(), Some("beta"));
+        assert_eq!(reads, [cluster_file("attached", "bbb2")]);
+        // The same through the `by_name` fixture, whose attached cluster is 2222-bbbb.
+        let (cfg, reads) = recorded(&opts("by_name"), &no_env());
+        assert_eq!(cfg.unwrap().name.as_deref(), Some("staging"));
+        assert_eq!(reads, [cluster_file("by_name", "2222-bbbb")]);
+    }
+
+    #[test]
+    fn the_legacy_file_is_read_once() {
+        let (cfg, reads) = recorded(&opts("legacy"), &no_env());
+        assert!(matches!(cfg.unwrap().source, ConfigSource::Legacy { .. }));
+        assert_eq!(reads, [fixture("legacy").join(CONFIG_FILE)]);
+    }
+
+    #[test]
+    fn picking_by_name_reads_every_name_then_the_chosen_file() {
+        let (cfg, reads) = recorded(&with_cluster("by_name", "prod-east"), &no_env());
+        assert_eq!(cfg.unwrap().name.as_deref(), Some("prod-east"));
+        let all = ["1111-aaaa", "2222-bbbb", "3333-cccc"].map(|id| cluster_file("by_name", id));
+        assert_eq!(reads[..3], all, "the names, in ID order");
+        assert_eq!(reads[3..], [cluster_file("by_name", "1111-aaaa")]);
+    }
+
+    #[test]
+    fn an_error_listing_the_clusters_reads_their_names() {
+        // Several clusters, none attached: the message lists them with their names.
+        let files = Recorder::default();
+        let err = discover_with(&files, &opts("none_attached"), &no_env()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoneAttached { .. }), "{err:?}");
+        assert!(err.to_string().contains("a1 (alpha), b2 (beta)"), "{err}");
+        let reads = files.reads.into_inner();
+        let want: Vec<PathBuf> = ["a1", "b2"]
+            .iter()
+            .map(|id| cluster_file("none_attached", id))
+            .collect();
+        assert_eq!(reads, want);
+        // A cluster that matches no ID and no name: every name is read for the listing.
+        let (cfg, reads) = recorded(&with_cluster("by_name", "nope"), &no_env());
+        let err = cfg.unwrap_err();
+        assert!(
+            matches!(err, ConfigError::ClusterNotFound { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("2222-bbbb (staging)"), "{err}");
+        let all = ["1111-aaaa", "2222-bbbb", "3333-cccc"].map(|id| cluster_file("by_name", id));
+        assert_eq!(reads, all);
     }
 
     // ---- legacy layout -----------------------------------------------------------------
