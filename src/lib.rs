@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod server;
 pub mod settings;
 pub mod source;
+mod text;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

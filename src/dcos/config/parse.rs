@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::SslVerify;
 use super::error::{ConfigError, ValueSource, shown};
 use crate::dcos::token::{Token, TokenError};
+use crate::text::line_col;
 
 /// The `[core]` table.
 const KEY_CORE: &str = "core";
@@ -59,26 +60,13 @@ pub struct DcosFile {
     pub name: Option<String>,
 }
 
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
-}
-
 /// Parse TOML into a table. The error is rebuilt from the parser's short message and
 /// position, never from its `Display`, which quotes the offending line (maybe a token).
 pub(super) fn parse_table(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
     text.parse::<toml::Table>()
         .map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
-            position: e.span().map(|span| line_column(text, span.start)),
+            position: e.span().map(|span| line_col(text, span.start)),
             message: e.message().replace(['\n', '\r'], " ").trim().to_owned(),
         })
 }
@@ -265,18 +253,6 @@ mod tests {
                 cluster_file("bad_toml", "a1").display()
             )
         );
-    }
-
-    #[test]
-    fn line_column_counts_from_one_in_characters() {
-        let text = "a = 1\nbé = \"x\n";
-        assert_eq!(line_column(text, 0), (1, 1));
-        assert_eq!(line_column(text, 6), (2, 1));
-        // 'é' is two bytes but one column.
-        assert_eq!(line_column(text, 9), (2, 3));
-        // Offsets inside a character or past the end are clamped.
-        assert_eq!(line_column(text, 8), (2, 2));
-        assert_eq!(line_column(text, 999), (3, 1));
     }
 
     #[test]
