@@ -9,8 +9,9 @@
 //!
 //! Choosing reads no `dcos.toml` unless it must: listing the clusters looks only at
 //! directories and markers, and the clusters' names are read only to match a name that
-//! is no cluster's ID or to list the clusters in an error. So discovery, which the
-//! watcher runs on every change, reads one file: the chosen cluster's.
+//! is no cluster's ID or to list the clusters in an error. So a discovery that picks by
+//! ID, the only cluster or the attached one (the watcher runs one on every change) reads
+//! one file: the chosen cluster's.
 
 use std::fs;
 use std::io;
