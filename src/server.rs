@@ -7,7 +7,10 @@
 //!   keep-alive connections;
 //! - a maximum request-head size (hyper answers 431 above it);
 //! - a maximum number of connections served at once: the accept loop waits for a free
-//!   slot (the kernel's backlog holds the rest), and stops waiting at shutdown.
+//!   slot (the kernel's backlog holds the rest), and stops waiting at shutdown. This is a
+//!   semaphore in the accept loop, not tower's `ConcurrencyLimit` layer, which limits
+//!   requests in flight through one service clone (here: one connection's, which has
+//!   one request at a time anyway) and cannot keep a connection from being accepted.
 //!
 //! Each connection gets its own clone of the request path ([`Stack`], built once by the
 //! caller), adapted to hyper by [`Connection`], which also tags the request that the

@@ -197,7 +197,6 @@ fn finish<B>(shared: &Finishing, answered: Answered<B>, client: ClientSide) -> R
                 url: up.url.clone(),
                 cause: "the master switched protocols without being asked".into(),
             };
-            tracing::warn!(path = %client.target.path(), "{err}");
             return local(err.to_response());
         };
         let master_upgrade = hyper::upgrade::on(&mut resp);
