@@ -13,7 +13,7 @@
 //!   one request at a time anyway) and cannot keep a connection from being accepted.
 //!
 //! Each connection gets its own clone of the request path ([`Stack`], built once by the
-//! caller), adapted to hyper by [`Connection`], which also tags the request that the
+//! caller), adapted to hyper by `Connection`, which also tags the request that the
 //! connection's byte scan found a smuggling shape in.
 //!
 //! Shutdown stops accepting at once, asks every connection to finish its in-flight
