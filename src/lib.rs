@@ -1,11 +1,14 @@
 //! dcos-token-proxy: a localhost reverse proxy that authenticates every request to a
 //! DC/OS cluster with the DC/OS CLI's current token.
 //!
-//! Where things are:
-//! - [`settings`] and [`cli`]: the proxy's own settings (defaults < file < env < flags);
+//! Where things are (the modules form no import cycle; the README has the map):
+//! - [`cli`], [`settings`] and [`types`]: the proxy's own settings (defaults < file < env
+//!   < flags), validated once;
 //! - [`dcos`]: the DC/OS CLI's config files and the token (their formats);
 //! - [`source`]: where the current credentials come from, and how they stay fresh;
-//! - [`proxy`]: what happens to a request;
+//! - [`proxy`]: what happens to a request, as a tower stack ([`proxy::stack`]);
+//! - [`guard`]: which requests may use the proxy at all;
+//! - [`upstream`]: the master: its pooled client, TLS and origin;
 //! - [`listener`] and [`server`]: listening (TCP or a Unix socket), connections, limits
 //!   and graceful shutdown.
 //!

@@ -1,8 +1,8 @@
-//! What happens to a request: the request path as a tower stack ([`stack`], built from
-//! the [`layer`]s), its header rules ([`headers`]), the guard's policy ([`guard`]), the
-//! master connection pool and TLS ([`upstream`]), protocol-switch tunnels ([`upgrade`]),
-//! the bodies ([`body`]), request-smuggling detection ([`framing`]) and the error
-//! responses ([`error`]).
+//! What happens to an admitted request: the request path as a tower stack ([`stack`],
+//! built from the [`layer`]s), its header rules ([`headers`]), protocol-switch tunnels
+//! ([`upgrade`]), the bodies ([`body`]) and the error responses ([`error`]). Who may use
+//! the proxy is [`crate::guard`]'s business, and the master's client is
+//! [`crate::upstream`]'s.
 
 pub mod body;
 pub mod error;

@@ -6,7 +6,7 @@
 //! gets a new [`Upstream`] that shares the old one's pooled client
 //! ([`Upstream::next`]); only a change of master or TLS builds a new client.
 //!
-//! TLS is set up in [`tls`]; `Location` rewriting uses the master's [`origin`].
+//! TLS is set up in the `tls` module; `Location` rewriting uses the master's [`origin`].
 //! [`Upstream::new`] takes only what it reads: the cluster config and the
 //! [`ClientOptions`] of the connection pool.
 
