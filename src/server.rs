@@ -47,6 +47,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::framing::{Findings, FramingConflict, ScanIo};
 use crate::listener::{Listener, Peer};
+use crate::metrics::Metrics;
 use crate::proxy::stack::Stack;
 use crate::proxy::upgrade::Tunnels;
 
@@ -67,18 +68,20 @@ pub struct Limits {
 }
 
 /// Serve `listener` with the stack that `build` makes (given the handle tunnels hold)
-/// until `shutdown` resolves, then drain for at most `limits.grace`.
+/// until `shutdown` resolves, then drain for at most `limits.grace`. Open connections
+/// and tunnels are counted in `metrics`.
 pub async fn serve(
     listener: Listener,
     build: impl FnOnce(Tunnels) -> Stack,
     limits: Limits,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let grace = limits.grace;
     // Shutdown signal and in-flight tracking: every connection and tunnel holds a
     // receiver; `send` asks them to wind down, `closed` waits until they have.
     let (drain, _) = watch::channel(());
-    let stack = build(Tunnels::new(drain.clone()));
+    let stack = build(Tunnels::new(drain.clone()).counted(metrics.clone()));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -132,7 +135,9 @@ pub async fn serve(
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
+        let open = metrics.connection();
         tokio::spawn(async move {
+            let _open = open;
             let mut conn = pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

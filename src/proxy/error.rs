@@ -66,6 +66,19 @@ impl ProxyError {
         }
     }
 
+    /// What kind of failure this is, for the `errors_total` metric.
+    pub fn kind(&self) -> crate::metrics::ErrorKind {
+        use crate::metrics::ErrorKind;
+        match self {
+            Self::BadGateway { .. } => ErrorKind::Upstream,
+            Self::GatewayTimeout { .. } => ErrorKind::Timeout,
+            Self::BadRequest(_) | Self::ClientBody { .. } | Self::BodyTimeout(_) => {
+                ErrorKind::Client
+            }
+            Self::Unconfigured(_) => ErrorKind::Unconfigured,
+        }
+    }
+
     /// The error for a failed exchange with the master, with the cause worked out from
     /// `err`: a 400 when the client's own request body broke, else a 502.
     pub fn upstream(url: &str, err: &(dyn StdError + 'static)) -> Self {
@@ -86,6 +99,8 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        // For the metrics layer: a local answer, and why.
+        resp.extensions_mut().insert(self.kind());
         resp
     }
 }

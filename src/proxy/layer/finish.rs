@@ -200,12 +200,17 @@ fn finish<B>(shared: &Finishing, answered: Answered<B>, client: ClientSide) -> R
             return local(err.to_response());
         };
         let master_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(
+        let open = shared.tunnels.open();
+        let joined = tunnel(
             client_upgrade,
             master_upgrade,
             shared.tunnels.hold(),
             client.target,
-        ));
+        );
+        tokio::spawn(async move {
+            joined.await;
+            drop(open);
+        });
     }
 
     let (mut parts, body) = resp.into_parts();

@@ -31,6 +31,7 @@ pub mod access;
 pub mod finish;
 pub mod forward;
 pub mod guard;
+pub mod metrics;
 pub mod prepare;
 pub mod retry;
 pub mod snapshot;
