@@ -382,10 +382,15 @@ fn unusable_proxy_settings_are_refused_with_the_setting_named() {
 // SOCKS5 (RFC 1928)
 // ---------------------------------------------------------------------------------------
 
-/// A SOCKS5 server on `127.0.0.1:0` (no authentication) that connects every CONNECT
-/// request to `master` and records the address it was asked for; with `refuse`, it
-/// answers every request with "connection refused" (REP 0x05).
-async fn socks5(master: SocketAddr, refuse: bool) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
+/// A SOCKS5 server on `127.0.0.1:0` that connects every CONNECT request to `master` and
+/// records the address it was asked for. With `login`, it requires that user and
+/// password (RFC 1929); with `refuse`, it answers every request with "connection
+/// refused" (REP 0x05).
+async fn socks5(
+    master: SocketAddr,
+    login: Option<(&'static str, &'static str)>,
+    refuse: bool,
+) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -393,12 +398,35 @@ async fn socks5(master: SocketAddr, refuse: bool) -> (SocketAddr, mpsc::Unbounde
         while let Ok((mut c, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                // Greeting: VER NMETHODS METHODS...; choose "no authentication".
+                // Greeting: VER NMETHODS METHODS...; choose "no authentication" or
+                // "user/password".
                 let mut head = [0u8; 2];
                 c.read_exact(&mut head).await.ok()?;
                 let mut methods = vec![0u8; head[1] as usize];
                 c.read_exact(&mut methods).await.ok()?;
-                c.write_all(&[5, 0]).await.ok()?;
+                if let Some((user, pass)) = login {
+                    if !methods.contains(&2) {
+                        c.write_all(&[5, 0xff]).await.ok()?;
+                        return None;
+                    }
+                    c.write_all(&[5, 2]).await.ok()?;
+                    // VER ULEN UNAME PLEN PASSWD
+                    let mut ver_len = [0u8; 2];
+                    c.read_exact(&mut ver_len).await.ok()?;
+                    let mut u = vec![0u8; ver_len[1] as usize];
+                    c.read_exact(&mut u).await.ok()?;
+                    let mut plen = [0u8; 1];
+                    c.read_exact(&mut plen).await.ok()?;
+                    let mut p = vec![0u8; plen[0] as usize];
+                    c.read_exact(&mut p).await.ok()?;
+                    let ok = u == user.as_bytes() && p == pass.as_bytes();
+                    c.write_all(&[1, if ok { 0 } else { 1 }]).await.ok()?;
+                    if !ok {
+                        return None;
+                    }
+                } else {
+                    c.write_all(&[5, 0]).await.ok()?;
+                }
                 // Request: VER CMD RSV ATYP DST.ADDR DST.PORT.
                 let mut req = [0u8; 4];
                 c.read_exact(&mut req).await.ok()?;
@@ -437,9 +465,9 @@ async fn socks5(master: SocketAddr, refuse: bool) -> (SocketAddr, mpsc::Unbounde
 #[tokio::test]
 async fn socks5h_carries_requests_with_the_name_resolved_by_the_proxy() {
     let master = FakeMaster::start().await;
-    let (socks, mut asked) = socks5(master.addr, false).await;
+    let (socks, mut asked) = socks5(master.addr, Some(("alice", PROXY_PASSWORD)), false).await;
     let hidden = format!("http://{HIDDEN}:{}", master.addr.port());
-    let via = format!("socks5h://{socks}");
+    let via = format!("socks5h://alice:{PROXY_PASSWORD}@{socks}");
     let p = proxy_to(&hidden, SslVerify::System, &[], &[("ALL_PROXY", &via)]).await;
     let (parts, body) = get(&format!("{}/socks", p.url), &[]).await;
     assert_eq!(parts.status, StatusCode::OK, "{}", text(&body));
@@ -450,12 +478,29 @@ async fn socks5h_carries_requests_with_the_name_resolved_by_the_proxy() {
     );
     // And a WebSocket through it.
     assert_eq!(ws_echo(p.addr, "socks").await, "socks");
+
+    // Wrong credentials: the SOCKS failure is named, the password is not.
+    let wrong = format!("socks5h://alice:not-{PROXY_PASSWORD}@{socks}");
+    let p = proxy_to(
+        &hidden,
+        SslVerify::System,
+        &["--upstream-proxy", &wrong],
+        &[],
+    )
+    .await;
+    let (parts, body) = get(&format!("{}/x", p.url), &[]).await;
+    let body = text(&body);
+    assert_eq!(parts.status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("SOCKS5 proxy"), "{body}");
+    assert!(body.contains("did not accept the login"), "{body}");
+    assert!(body.contains("user:password@"), "{body}");
+    assert!(!body.contains(PROXY_PASSWORD), "{body}");
 }
 
 #[tokio::test]
 async fn a_socks_handshake_failure_gets_its_own_502() {
     let master = FakeMaster::start().await;
-    let (socks, _asked) = socks5(master.addr, true).await;
+    let (socks, _asked) = socks5(master.addr, None, true).await;
     let via = format!("socks5://{socks}");
     let p = proxy_to(
         &master.url,

@@ -575,6 +575,19 @@ pub enum ConnectError {
         /// The SOCKS error.
         cause: String,
     },
+    /// The SOCKS5 proxy refused the login (or wants one).
+    #[error(
+        "the SOCKS5 proxy {proxy} (from {origin}) did not accept the login ({cause}); fix \
+         the user:password@ part of the proxy URL"
+    )]
+    SocksAuth {
+        /// The proxy.
+        proxy: Arc<str>,
+        /// Where it was set.
+        origin: Arc<str>,
+        /// The SOCKS error.
+        cause: String,
+    },
     /// The proxy command could not be run at all.
     #[error(
         "the proxy command {command:?} could not start ({error}); check \
@@ -742,6 +755,13 @@ fn socks_error(e: SocksError, proxy: Proxy, target: String) -> ConnectError {
             origin,
             target,
             cause: io_cause(&io),
+        },
+        // Authentication failures (method refused, or credentials rejected) get their
+        // own advice; hyper-util's type for them is private, so its Debug tells them.
+        SocksError::V5(v5) if format!("{v5:?}").starts_with("Auth(") => ConnectError::SocksAuth {
+            proxy: shown,
+            origin,
+            cause: v5.to_string(),
         },
         other => ConnectError::Socks {
             proxy: shown,
