@@ -516,3 +516,51 @@ fn rotate(file: &Path, token: &str) {
     std::fs::write(&tmp, token).unwrap();
     std::fs::rename(&tmp, file).unwrap();
 }
+
+#[tokio::test]
+async fn no_key_login_token_or_token_is_logged_at_trace_level() {
+    let master = FakeMaster::start().await;
+    master.enable_login(LoginAccount::service_account(
+        SA,
+        SA_KEY_PKCS8,
+        Duration::from_secs(600),
+    ));
+    let mut proxy = Sidecar::start(&["-vv"], &service_account_master_env(&master)).await;
+    proxy.ready().await;
+    let (parts, _) = get(&format!("{}/traced", proxy.url), &[]).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    proxy.sigterm();
+    assert_eq!(proxy.exit_code().await, Some(0));
+    while let Ok(Some(line)) = tokio::time::timeout(WAIT, proxy.lines.recv()).await {
+        proxy.seen.push(line);
+    }
+    let all = proxy.seen.join("\n");
+    assert!(
+        all.contains("TRACE") || all.contains("DEBUG"),
+        "verbose: {all}"
+    );
+    let minted = master
+        .last()
+        .authorization()
+        .unwrap()
+        .trim_start_matches("token=")
+        .to_owned();
+    let login = master
+        .seen()
+        .into_iter()
+        .find(|s| s.target == "/acs/api/v1/auth/login")
+        .expect("a login");
+    assert!(
+        login.authorization().is_none(),
+        "the login carries no token header"
+    );
+    let key_line = SA_KEY_PKCS8.lines().nth(1).unwrap();
+    for secret in [
+        minted.as_str(),
+        key_line,
+        "PRIVATE KEY",
+        "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9",
+    ] {
+        assert!(!all.contains(secret), "{secret} was logged:\n{all}");
+    }
+}
