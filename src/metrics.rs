@@ -16,7 +16,8 @@
 //! - `token_expiry_seconds`: seconds until the token in use expires (absent when there
 //!   is none or it never expires);
 //! - `logins_total`, `login_failures_total`;
-//! - `config_reloads_total`: snapshots published after the first;
+//! - `config_reloads_total`: snapshots published since startup (a new login, a new
+//!   token file or DC/OS config);
 //! - `errors_total{kind}`: answers the proxy made itself, by why.
 
 use std::sync::Arc;
@@ -312,7 +313,7 @@ impl Collector for Scrape {
         counter(
             &mut encoder,
             "config_reloads",
-            "New credentials or config published after the first",
+            "New credentials or config published since startup",
             publications,
         )?;
 
