@@ -1,23 +1,32 @@
 //! The `dcos-token-proxy` binary: parse flags, load settings, start logging, find the
 //! DC/OS config and follow it, serve until SIGINT/SIGTERM. Errors print as one line,
 //! never a panic or a backtrace; the exit code is 0 after a clean shutdown, 1 on any
-//! error, 2 on bad usage (clap).
+//! error, 2 on bad usage (clap), 130/143 when a second Ctrl-C/SIGTERM cut the drain
+//! short. Subcommands (`config example`, `completions`, `man`) are in `commands`.
+
+mod commands;
+mod signals;
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use dcos_token_proxy::cli::Cli;
+use dcos_token_proxy::cli::{Cli, Command};
 use dcos_token_proxy::dcos::config;
 use dcos_token_proxy::env::Env;
 use dcos_token_proxy::settings::{FileSettings, Settings};
 use dcos_token_proxy::source::watch::Follow;
-use dcos_token_proxy::{Proxy, logging, server};
+use dcos_token_proxy::{Proxy, logging};
+
+use crate::signals::Signals;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = dcos_token_proxy::cli::parse();
+    let result = match &cli.command {
+        None => run(cli),
+        Some(command) => subcommand(command),
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("dcos-token-proxy: error: {e:#}");
             ExitCode::FAILURE
@@ -25,7 +34,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Everything but serving.
+fn subcommand(command: &Command) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Config(c) => commands::config(c, &mut out)?,
+        Command::Completions { shell } => commands::completions(*shell, &mut out),
+        Command::Man => commands::man(&mut out)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = Env::from_process();
     let file = match &cli.config {
         Some(path) => FileSettings::load(path)?,
@@ -46,10 +66,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let forced = runtime.block_on(async {
         // Handlers go in before anyone is told we are listening, so an early SIGTERM
         // drains instead of killing.
-        let shutdown = server::shutdown_signal().context("cannot install signal handlers")?;
+        let Signals { shutdown, force } =
+            Signals::install(settings.shutdown_grace).context("cannot install signal handlers")?;
         let proxy = match &cluster {
             Ok(cluster) => Proxy::bind(&settings, cluster).await?,
             Err(why) => Proxy::bind_waiting(&settings, why).await?,
@@ -57,7 +78,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .follow(follow);
         // The one place the path secret, if any, is shown.
         println!("dcos-token-proxy listening on {}", proxy.base_url());
-        proxy.serve(shutdown).await;
-        Ok(())
-    })
+        let shutdown = async {
+            let _ = shutdown.await;
+        };
+        tokio::select! {
+            () = proxy.serve(shutdown) => anyhow::Ok(None),
+            Ok(status) = force => Ok(Some(status)),
+        }
+    })?;
+    match forced {
+        // Open connections may still hold tasks; don't wait for them.
+        Some(status) => {
+            runtime.shutdown_background();
+            Ok(ExitCode::from(status))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
 }

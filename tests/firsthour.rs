@@ -1,0 +1,286 @@
+//! The first hour with the real binary: `-h`, `config example`, completions and the man
+//! page, the service files in `config/`, and leaving with Ctrl-C while a stream is open.
+//!
+//! Children start from an empty environment (plus `HOME` in a temporary directory), so
+//! the developer's own `~/.dcos` and `DCOS_*` variables never leak in. Every wait is on
+//! an event (a line of output, the end of the output) under a 10 s guard, never a sleep;
+//! a child is killed when its guard is dropped.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use common::{FakeMaster, VALID};
+use dcos_token_proxy::settings::FileSettings;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dcos-token-proxy");
+/// Failure guard for every wait; a healthy run needs a small fraction of it.
+const WAIT: Duration = Duration::from_secs(10);
+const LISTENING: &str = "dcos-token-proxy listening on http://";
+
+// ---------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------
+
+/// The binary with an empty environment but for `HOME` (also the working directory).
+fn command(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .env("HOME", home)
+        .envs(env.iter().copied())
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Run to the end; (status, stdout, stderr).
+fn run(home: &Path, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let out = command(home, args, env)
+        .output()
+        .expect("run dcos-token-proxy");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running child whose stdout and stderr lines arrive on one channel.
+struct Running {
+    child: Child,
+    rx: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn spawn(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = command(home, args, env).spawn().expect("spawn");
+        let (tx, rx) = mpsc::unbounded_channel();
+        pump(child.stdout.take().expect("stdout"), tx.clone());
+        pump(child.stderr.take().expect("stderr"), tx);
+        Self {
+            child,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a line containing every one of `needles`.
+    async fn wait_line(&mut self, needles: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if needles.iter().all(|n| line.contains(n)) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!("output ended before {needles:?}:\n{}", self.seen.join("\n")),
+                Err(_) => panic!("no {needles:?} within {WAIT:?}:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The proxy's address, from its `listening on` line.
+    async fn addr(&mut self) -> String {
+        let line = self.wait_line(&[LISTENING]).await;
+        line[LISTENING.len()..].trim_end_matches('/').to_owned()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed: {status}");
+    }
+
+    /// Wait for the end of the output, then reap; returns the status and every line.
+    async fn finish(mut self) -> (ExitStatus, String) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(line)) => self.seen.push(line),
+                Ok(None) => break,
+                Err(_) => panic!("did not exit within {WAIT:?}:\n{}", self.seen.join("\n")),
+            }
+        }
+        let status = self.child.wait().expect("wait");
+        (status, self.seen.join("\n"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pump(r: impl Read + Send + 'static, tx: mpsc::UnboundedSender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// A home with one logged-in cluster at `<home>/.dcos` pointing at `url`.
+fn home_with_cluster(url: &str) -> TempDir {
+    let home = TempDir::new().unwrap();
+    let dir = home.path().join(".dcos/clusters/c1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("dcos.toml"),
+        format!("[core]\ndcos_url = \"{url}\"\ndcos_acs_token = \"{VALID}\"\n\n[cluster]\nname = \"one\"\n"),
+    )
+    .unwrap();
+    home
+}
+
+// ---------------------------------------------------------------------------------------
+// --help, config example, completions, man
+// ---------------------------------------------------------------------------------------
+
+/// `-h` fits on one screen (50 lines of at most 100 columns), and the groups come in the
+/// order a newcomer needs them: cluster and credentials first, logging last.
+#[test]
+fn short_help_fits_one_screen_cluster_flags_first() {
+    let home = TempDir::new().unwrap();
+    let (status, help, _) = run(home.path(), &["-h"], &[]);
+    assert!(status.success());
+    let lines: Vec<&str> = help.lines().collect();
+    assert!(lines.len() <= 50, "{} lines:\n{help}", lines.len());
+    assert!(lines.iter().all(|l| l.chars().count() <= 100), "{help}");
+    let at = |needle: &str| {
+        help.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing from:\n{help}"))
+    };
+    let order = [
+        "Cluster and credentials:",
+        "--dcos-dir",
+        "--cluster",
+        "--upstream",
+        "Listening:",
+        "--listen",
+        "Security:",
+        "--allowed-hosts",
+        "Timeouts:",
+        "--response-timeout",
+        "Logging:",
+        "--log-format",
+    ];
+    for pair in order.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{pair:?} out of order:\n{help}");
+    }
+    // The long form still documents every environment variable rule and the example.
+    let (_, long, _) = run(home.path(), &["--help"], &[]);
+    assert!(long.contains("DCOS_TOKEN_PROXY_<FLAG>"), "{long}");
+    assert!(long.contains("config example"), "{long}");
+    // The unix-socket example fails clearly when XDG_RUNTIME_DIR is unset.
+    assert!(long.contains("${XDG_RUNTIME_DIR:?}"), "{long}");
+}
+
+/// `config example` prints the annotated settings file shipped in `config/`, and what it
+/// prints is a valid settings file.
+#[test]
+fn config_example_prints_a_settings_file_that_parses() {
+    let home = TempDir::new().unwrap();
+    let (status, out, err) = run(home.path(), &["config", "example"], &[]);
+    assert!(status.success(), "{err}");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dcos-token-proxy.toml"),
+    )
+    .unwrap();
+    assert_eq!(out, shipped);
+    FileSettings::parse(Path::new("config example"), &out).unwrap();
+    // The binary accepts it as --config.
+    let file = home.path().join("proxy.toml");
+    std::fs::write(&file, &out).unwrap();
+    let (status, _, err) = run(
+        home.path(),
+        &["--config", file.to_str().unwrap(), "config", "example"],
+        &[],
+    );
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_flag_definitions() {
+    let home = TempDir::new().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let (status, out, err) = run(home.path(), &["completions", shell], &[]);
+        assert!(status.success(), "{shell}: {err}");
+        for flag in ["dcos-dir", "allowed-hosts", "shutdown-grace"] {
+            assert!(
+                out.contains(flag),
+                "{shell} completions lack {flag}:\n{out}"
+            );
+        }
+    }
+    let (status, out, err) = run(home.path(), &["man"], &[]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains(".TH dcos-token-proxy"), "{out}");
+    assert!(out.contains(".SH \"CLUSTER AND CREDENTIALS\""), "{out}");
+    assert!(out.contains("\\-\\-dcos\\-dir"), "{out}");
+    let (status, _, err) = run(home.path(), &["completions", "cmd.exe"], &[]);
+    assert_eq!(status.code(), Some(2), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Ctrl-C
+// ---------------------------------------------------------------------------------------
+
+/// With an SSE stream open, the first Ctrl-C says what the proxy waits for and that a
+/// second one exits now; the process keeps draining. The second exits at once with 130.
+#[tokio::test]
+async fn second_ctrl_c_exits_at_once_while_a_stream_is_open() {
+    let master = FakeMaster::start().await;
+    let home = home_with_cluster(&master.url);
+    let mut proxy = Running::spawn(home.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let addr = proxy.addr().await;
+
+    // Open the stream and read its first event.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(format!("GET /sse HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("data:") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("first event in time")
+            .unwrap();
+        assert!(n > 0, "stream closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+
+    proxy.signal("INT");
+    let line = proxy
+        .wait_line(&["SIGINT", "press Ctrl-C again to exit now"])
+        .await;
+    assert!(line.contains("open requests and streams"), "{line}");
+    assert!(line.contains("30s"), "names the grace period: {line}");
+    // Still draining: the stream is open and the grace period is 30 s.
+    assert!(proxy.child.try_wait().unwrap().is_none(), "{line}");
+
+    proxy.signal("INT");
+    let (status, all) = proxy.finish().await;
+    assert_eq!(status.code(), Some(130), "{all}");
+    assert!(all.contains("exiting now"), "{all}");
+    drop(s);
+}
