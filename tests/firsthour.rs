@@ -284,3 +284,50 @@ async fn second_ctrl_c_exits_at_once_while_a_stream_is_open() {
     assert!(all.contains("exiting now"), "{all}");
     drop(s);
 }
+
+// ---------------------------------------------------------------------------------------
+// Plain messages
+// ---------------------------------------------------------------------------------------
+
+/// `dcos cluster remove` of a cluster the proxy is not using deletes its directory; the
+/// file-watching library's Debug-form bookkeeping (`Os { code: 22, … }`,
+/// `Error { kind: WatchNotFound, … }`) must not reach the log.
+#[tokio::test]
+async fn removing_a_cluster_logs_no_library_debug_text() {
+    let master = FakeMaster::start().await;
+    let home = home_with_cluster(&master.url);
+    let clusters = home.path().join(".dcos/clusters");
+    std::fs::write(clusters.join("c1/attached"), "").unwrap();
+    let other = clusters.join("c2");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("dcos.toml"),
+        format!(
+            "[core]\ndcos_url = \"{}\"\n\n[cluster]\nname = \"two\"\n",
+            master.url
+        ),
+    )
+    .unwrap();
+    let mut proxy = Running::spawn(home.path(), &["--listen", "127.0.0.1:0"], &[]);
+    proxy.addr().await;
+    proxy.wait_line(&["proxy ready"]).await;
+
+    std::fs::remove_dir_all(&other).unwrap();
+    // A later change the proxy does report: by then the removal has been handled.
+    let token = common::jwt_with("alice", None);
+    std::fs::write(
+        clusters.join("c1/dcos.toml"),
+        format!(
+            "[core]\ndcos_url = \"{}\"\ndcos_acs_token = \"{token}\"\n\n[cluster]\nname = \"one\"\n",
+            master.url
+        ),
+    )
+    .unwrap();
+    proxy.wait_line(&["DC/OS config changed"]).await;
+    proxy.signal("TERM");
+    let (status, all) = proxy.finish().await;
+    assert_eq!(status.code(), Some(0), "{all}");
+    for debug_form in ["Os {", "Error {", "kind:", "watch descriptor"] {
+        assert!(!all.contains(debug_form), "{debug_form}:\n{all}");
+    }
+}
