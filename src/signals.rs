@@ -40,6 +40,14 @@ impl Kind {
         }
     }
 
+    /// How to leave now, in the words of the one who sent it.
+    fn again(self) -> &'static str {
+        match self {
+            Self::Int => "press Ctrl-C again to exit now",
+            Self::Term => "a second SIGTERM or Ctrl-C exits now",
+        }
+    }
+
     fn forced_status(self) -> u8 {
         match self {
             Self::Int => EXIT_FORCED_SIGINT,
@@ -59,10 +67,10 @@ impl Signals {
             let first = handlers.next().await;
             tracing::info!(
                 grace_s = grace.as_secs_f64(),
-                "received {}: finishing open requests and streams (at most {}); \
-                 press Ctrl-C again to exit now",
+                "received {}: finishing open requests and streams (at most {}); {}",
                 first.name(),
                 humanize(grace),
+                first.again(),
             );
             let _ = shutdown_tx.send(());
             let second = handlers.next().await;
