@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod server;
 pub mod settings;
 pub mod source;
+mod text;
 pub mod types;
 pub mod upstream;
 
