@@ -79,19 +79,19 @@ pub struct Cli {
 
     /// DC/OS CLI directory [default: $DCOS_DIR, else ~/.dcos]
     #[arg(long, value_name = "DIR", env = "DCOS_TOKEN_PROXY_DCOS_DIR",
-          help_heading = HEADING_CLUSTER, hide_env = true)]
+          help_heading = HEADING_CLUSTER, hide_env = true, global = true)]
     pub dcos_dir: Option<PathBuf>,
 
     /// Cluster to use, by name or ID [default: the attached one]
     ///
     /// $DCOS_CLUSTER also names one; this flag beats it.
     #[arg(long, value_name = "NAME|ID", env = "DCOS_TOKEN_PROXY_CLUSTER",
-          help_heading = HEADING_CLUSTER, hide_env = true)]
+          help_heading = HEADING_CLUSTER, hide_env = true, global = true)]
     pub cluster: Option<String>,
 
     /// Master URL; overrides core.dcos_url and $DCOS_URL
     #[arg(long, value_name = "URL", env = "DCOS_TOKEN_PROXY_UPSTREAM",
-          help_heading = HEADING_CLUSTER, hide_env = true)]
+          help_heading = HEADING_CLUSTER, hide_env = true, global = true)]
     pub upstream: Option<String>,
 
     /// How to follow the DC/OS config for changes: auto or poll
@@ -112,7 +112,7 @@ pub struct Cli {
 
     /// The proxy's own TOML settings file (`config example` prints one)
     #[arg(long, value_name = "FILE", env = "DCOS_TOKEN_PROXY_CONFIG",
-          help_heading = HEADING_CLUSTER, hide_env = true)]
+          help_heading = HEADING_CLUSTER, hide_env = true, global = true)]
     pub config: Option<PathBuf>,
 
     /// 127.0.0.1:8079, 127.0.0.1:0 (a free port) or unix:/path
@@ -276,6 +276,15 @@ pub enum Command {
         /// The shell
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Check the config, the token, TLS and the master, step by step, with fixes
+    ///
+    /// Prints a checklist (✓ or ✗ per step, with the fix under each ✗) and exits 0 only
+    /// if every step passed. Flags such as --cluster and --dcos-dir apply as when serving.
+    Doctor {
+        /// One JSON object for scripts instead of the checklist
+        #[arg(long)]
+        json: bool,
     },
     /// Print the man page (roff)
     ///

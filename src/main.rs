@@ -2,7 +2,8 @@
 //! DC/OS config and follow it, serve until SIGINT/SIGTERM. Errors print as one line,
 //! never a panic or a backtrace; the exit code is 0 after a clean shutdown, 1 on any
 //! error, 2 on bad usage (clap), 130/143 when a second Ctrl-C/SIGTERM cut the drain
-//! short. Subcommands (`config example`, `completions`, `man`) are in `commands`.
+//! short. Subcommands (`config example`, `completions`, `man`, `doctor`) are in
+//! `commands`.
 
 mod commands;
 mod signals;
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
     let cli = dcos_token_proxy::cli::parse();
     let result = match &cli.command {
         None => run(cli),
-        Some(command) => subcommand(command),
+        Some(command) => subcommand(&cli, command),
     };
     match result {
         Ok(code) => code,
@@ -35,14 +36,40 @@ fn main() -> ExitCode {
 }
 
 /// Everything but serving.
-fn subcommand(command: &Command) -> anyhow::Result<ExitCode> {
+fn subcommand(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
+        Command::Doctor { json } => return doctor(cli, *json),
         Command::Config(c) => commands::config(c, &mut out)?,
         Command::Completions { shell } => commands::completions(*shell, &mut out),
         Command::Man => commands::man(&mut out)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dcos-token-proxy doctor`: the same settings as serving, no logging, a checklist.
+fn doctor(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let env = Env::from_process();
+    let file = match &cli.config {
+        Some(path) => FileSettings::load(path)?,
+        None => FileSettings::default(),
+    };
+    let settings = Settings::resolve(cli, &file, &env)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(commands::doctor::run(&settings, &env));
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", commands::doctor::render(&report));
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -1,9 +1,11 @@
 //! The binary's subcommands other than serving: `config example`, `completions` and
-//! `man`. Each writes to the given output and returns the exit status; none reads the
-//! DC/OS config or touches the network.
+//! `man` here (they write to the given output, read no DC/OS config and touch no
+//! network), and `doctor` in its own module.
 //!
 //! The settings example is `config/dcos-token-proxy.toml`, compiled into the binary so
 //! that `cargo install` users, who have no checkout, can still get it.
+
+pub mod doctor;
 
 use std::io::{self, Write};
 

@@ -351,6 +351,17 @@ async fn master_route(
                 .insert(header::LOCATION, HeaderValue::from_str(&loc).unwrap());
             r
         }
+        "/dcos-metadata/dcos-version.json" => {
+            let mut r = respond(
+                200,
+                r#"{"version": "2.2.0", "dcos-variant": "open", "dcos-image-commit": "test"}"#,
+            );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
         "/status" => {
             let code: u16 = query_value(&target, "code")
                 .and_then(|v| v.parse().ok())
