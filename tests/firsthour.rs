@@ -74,8 +74,15 @@ impl Running {
         }
     }
 
-    /// Wait for a line containing every one of `needles`.
+    /// Wait for a line containing every one of `needles` (lines already seen count).
     async fn wait_line(&mut self, needles: &[&str]) -> String {
+        if let Some(line) = self
+            .seen
+            .iter()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return line.clone();
+        }
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
@@ -330,4 +337,49 @@ async fn removing_a_cluster_logs_no_library_debug_text() {
     for debug_form in ["Os {", "Error {", "kind:", "watch descriptor"] {
         assert!(!all.contains(debug_form), "{debug_form}:\n{all}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Not set up yet
+// ---------------------------------------------------------------------------------------
+
+/// The DC/OS CLI creates an empty `~/.dcos/dcos.toml` the first time it runs, before
+/// `dcos cluster setup`. The proxy starts, answers 503 with the set-up command, and
+/// serves as soon as the file names a cluster.
+#[tokio::test]
+async fn an_empty_legacy_file_waits_for_setup_like_no_config() {
+    let master = FakeMaster::start().await;
+    let home = TempDir::new().unwrap();
+    let dcos = home.path().join(".dcos");
+    std::fs::create_dir_all(&dcos).unwrap();
+    let legacy = dcos.join("dcos.toml");
+    std::fs::write(&legacy, " \n\t\n").unwrap();
+    let mut proxy = Running::spawn(home.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let addr = proxy.addr().await;
+    let warning = proxy.wait_line(&["requests get 503"]).await;
+    assert!(warning.contains("no cluster is set up yet"), "{warning}");
+    let url = format!("http://{addr}/service/marathon/v2/apps");
+    let (parts, body) = common::get(&url, &[]).await;
+    assert_eq!(parts.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        String::from_utf8_lossy(&body).contains("dcos cluster setup"),
+        "{body:?}"
+    );
+
+    // `dcos cluster setup` writes the file: served from then on.
+    std::fs::write(
+        &legacy,
+        format!(
+            "[core]\ndcos_url = \"{}\"\ndcos_acs_token = \"{VALID}\"\n",
+            master.url
+        ),
+    )
+    .unwrap();
+    proxy.wait_line(&["using DC/OS cluster"]).await;
+    let (parts, _) = common::get(&url, &[]).await;
+    assert_eq!(parts.status, http::StatusCode::OK);
+    assert_eq!(
+        master.last().authorization(),
+        Some(format!("token={VALID}").as_str())
+    );
 }

@@ -168,6 +168,9 @@ fn discover_with(
         }
         Location::Legacy { file: path } => {
             let text = read_config_text(files, &path)?;
+            if text.trim().is_empty() && url_override(opts, env).is_none() {
+                return Err(ConfigError::LegacyEmpty { file: path });
+            }
             let file = parse_file(&path, &text)?;
             (ConfigSource::Legacy { file: path }, file)
         }
@@ -234,5 +237,27 @@ mod tests {
             }
         }
         assert!(errors > 40, "only {errors} errors exercised");
+    }
+
+    /// The DC/OS CLI's first run leaves an empty `~/.dcos/dcos.toml`: that is "not set
+    /// up yet" (wait, like no directory at all), and a URL override still works.
+    #[test]
+    fn an_empty_or_blank_legacy_file_means_not_set_up_yet() {
+        for text in ["", " \n\t\n"] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("dcos.toml");
+            std::fs::write(&file, text).unwrap();
+            let o = DiscoverOptions {
+                dcos_dir: Some(dir.path().to_owned()),
+                ..Default::default()
+            };
+            let (err, msg) = discover_err(&o, &no_env());
+            assert!(matches!(err, ConfigError::LegacyEmpty { .. }), "{err:?}");
+            assert!(err.is_not_set_up(), "{msg}");
+            assert!(msg.contains("dcos cluster setup"), "{msg}");
+            assert!(msg.contains(&file.display().to_string()), "{msg}");
+            let cfg = discover(&o, &env([(env::ENV_DCOS_URL, "https://m.example.com")])).unwrap();
+            assert_eq!(cfg.dcos_url, "https://m.example.com/");
+        }
     }
 }
