@@ -383,3 +383,54 @@ async fn an_empty_legacy_file_waits_for_setup_like_no_config() {
         Some(format!("token={VALID}").as_str())
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Naming the real source of each value
+// ---------------------------------------------------------------------------------------
+
+/// `DCOS_URL` set to the proxy's own address makes every request loop: the error names
+/// `DCOS_URL` as the cause and does not suggest setting it.
+#[test]
+fn a_loop_caused_by_dcos_url_names_dcos_url() {
+    let home = TempDir::new().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let own = format!("http://127.0.0.1:{port}");
+    let (status, _, err) = run(
+        home.path(),
+        &["--listen", &format!("127.0.0.1:{port}")],
+        &[("DCOS_URL", own.as_str()), ("DCOS_ACS_TOKEN", VALID)],
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("from DCOS_URL"), "{err}");
+    assert!(err.contains("unset DCOS_URL"), "{err}");
+    assert!(!err.contains("core.dcos_url"), "blames the file: {err}");
+}
+
+/// A stale `DCOS_ACS_TOKEN` beats the file's token: the startup line names the variable
+/// as the token's source, and the 401 hint says to unset or refresh it, not to run
+/// `dcos auth login` (which cannot help).
+#[tokio::test]
+async fn an_environment_token_is_named_and_its_401_hint_fits() {
+    let master = FakeMaster::start().await;
+    let home = home_with_cluster(&master.url);
+    let stale = common::jwt_with("bob", Some(common::unix_now() + 3600));
+    let mut proxy = Running::spawn(
+        home.path(),
+        &["--listen", "127.0.0.1:0"],
+        &[("DCOS_ACS_TOKEN", stale.as_str())],
+    );
+    let addr = proxy.addr().await;
+    let using = proxy.wait_line(&["using DC/OS cluster"]).await;
+    assert!(using.contains("token_from=DCOS_ACS_TOKEN"), "{using}");
+    assert!(using.contains("url_from=core.dcos_url in"), "{using}");
+    let (parts, _) = common::get(&format!("http://{addr}/service/marathon/v2/apps"), &[]).await;
+    assert_eq!(parts.status, http::StatusCode::UNAUTHORIZED);
+    let hint = proxy.wait_line(&["401"]).await;
+    assert!(hint.contains("unset DCOS_ACS_TOKEN"), "{hint}");
+    assert!(!hint.contains("run `dcos auth login`"), "{hint}");
+    assert!(!hint.contains(&stale), "never the token: {hint}");
+}

@@ -315,10 +315,7 @@ impl Tracker {
         if let Some(local_addr) = self.local_addr
             && crate::host::points_at(&cfg.dcos_url, local_addr)
         {
-            return self.problem_text(format!(
-                "the master URL {} is this proxy's own address {}: requests would loop",
-                cfg.dcos_url, local_addr
-            ));
+            return self.problem_text(super::loop_message(&cfg, local_addr));
         }
         let snapshot = self.published.load();
         let previous = snapshot.upstream();

@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use self::origin::MasterOrigin;
 use self::tls::{TlsKey, tls_config};
-use crate::dcos::config::ClusterConfig;
+use crate::dcos::config::{ClusterConfig, Origins};
 use crate::dcos::token::{Claims, ClaimsError};
 
 /// How long an idle pooled connection to the master is kept.
@@ -121,6 +121,8 @@ pub struct Upstream {
     pub host: HeaderValue,
     /// `token=<jwt>`, or `None` when not logged in.
     pub auth: Option<HeaderValue>,
+    /// Where the master URL and the token came from, for hints.
+    pub origins: Origins,
     /// For `Location` rewriting.
     pub origin: MasterOrigin,
     /// The pooled keep-alive client.
@@ -199,6 +201,7 @@ impl Upstream {
             prefix,
             host,
             auth: cluster.token.as_ref().map(|t| t.header_value()),
+            origins: cluster.origins.clone(),
             client,
         })
     }
@@ -262,6 +265,7 @@ mod tests {
             token: None,
             ssl_verify: SslVerify::System,
             timeout: None,
+            origins: Default::default(),
         }
     }
 

@@ -550,6 +550,7 @@ pub fn cluster(url: &str, token: Option<&str>, ssl_verify: SslVerify) -> Cluster
         token: token.map(|t| Token::new(t).unwrap()),
         ssl_verify,
         timeout: None,
+        origins: Default::default(),
     }
 }
 

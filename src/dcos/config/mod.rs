@@ -132,6 +132,43 @@ pub struct ClusterConfig {
     pub ssl_verify: SslVerify,
     /// `core.timeout` / DCOS_TIMEOUT in seconds; 0 or absent = None.
     pub timeout: Option<Duration>,
+    /// Where the master URL and the token came from, so that every message and hint
+    /// names the real source (a flag, a variable, which file).
+    pub origins: Origins,
+}
+
+/// Where a [`ClusterConfig`]'s values came from. Empty for a config built in code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origins {
+    /// Where `dcos_url` came from: `--upstream`, `DCOS_URL` or `core.dcos_url` in a file.
+    pub url: Option<ValueSource>,
+    /// Where the token came from: `DCOS_ACS_TOKEN` or `core.dcos_acs_token` in a file;
+    /// `None` when not logged in.
+    pub token: Option<ValueSource>,
+    /// A file whose own `core.dcos_acs_token` is ignored because `DCOS_ACS_TOKEN` beats
+    /// it (`dcos auth login` then cannot help).
+    pub shadowed_file_token: Option<PathBuf>,
+}
+
+impl Origins {
+    /// What to do when the master refuses the token (401), given where it came from.
+    pub fn token_refresh_hint(&self) -> String {
+        match &self.token {
+            Some(ValueSource::Env(var)) => match &self.shadowed_file_token {
+                Some(file) => format!(
+                    "the token comes from {var}, which beats the one in {} (so `dcos auth \
+                     login` cannot help): unset {var}, or export a fresh token in it",
+                    file.display()
+                ),
+                None => format!("the token comes from {var}: export a fresh token in it"),
+            },
+            Some(ValueSource::File { file, .. }) => format!(
+                "the token comes from {}: run `dcos auth login`",
+                file.display()
+            ),
+            _ => "run `dcos auth login`".to_owned(),
+        }
+    }
 }
 
 /// Find, read and validate the DC/OS CLI config of the current cluster: the root
