@@ -6,8 +6,10 @@
 //! `commands`.
 
 mod commands;
+mod ready;
 mod signals;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -16,6 +18,7 @@ use dcos_token_proxy::dcos::config;
 use dcos_token_proxy::env::Env;
 use dcos_token_proxy::settings::{FileSettings, Settings};
 use dcos_token_proxy::source::watch::Follow;
+use dcos_token_proxy::types::LogFormat;
 use dcos_token_proxy::{Proxy, logging};
 
 use crate::signals::Signals;
@@ -105,6 +108,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .follow(follow);
         // The one place the path secret, if any, is shown.
         println!("dcos-token-proxy listening on {}", proxy.base_url());
+        let first = proxy.source().load();
+        let facts = ready::Facts::of(proxy.base_url(), &first);
+        if settings.log_format == LogFormat::Json {
+            ready::log_ready(&facts);
+        } else if std::io::stdout().is_terminal() {
+            print!("{}", ready::banner(&facts));
+        }
+        // In the background: serving starts now, whatever the master does.
+        tokio::spawn(ready::check(first, settings.response_timeout));
         let shutdown = async {
             let _ = shutdown.await;
         };

@@ -434,3 +434,113 @@ async fn an_environment_token_is_named_and_its_401_hint_fits() {
     assert!(!hint.contains("run `dcos auth login`"), "{hint}");
     assert!(!hint.contains(&stale), "never the token: {hint}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Ready: the banner, the JSON ready line, the background master check
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn startup_checks_the_master_and_says_the_token_works() {
+    let master = FakeMaster::start().await;
+    let home = home_with_cluster(&master.url);
+    let mut proxy = Running::spawn(home.path(), &["--listen", "127.0.0.1:0"], &[]);
+    proxy.addr().await;
+    let line = proxy.wait_line(&["master check"]).await;
+    assert!(line.contains("DC/OS 2.2.0; the token works"), "{line}");
+    let seen: Vec<String> = master.seen().iter().map(|s| s.target.clone()).collect();
+    assert!(
+        seen.contains(&"/dcos-metadata/dcos-version.json".to_owned()),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn startup_check_reports_a_refused_token_with_the_fix() {
+    let master = FakeMaster::start().await;
+    let home = home_with_cluster(&master.url);
+    master.revoke(VALID);
+    let mut proxy = Running::spawn(home.path(), &["--listen", "127.0.0.1:0"], &[]);
+    proxy.addr().await;
+    let line = proxy.wait_line(&["master check"]).await;
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("refused the token (401)"), "{line}");
+    assert!(line.contains("dcos auth login"), "{line}");
+}
+
+/// A master that accepts connections and never answers: the check cannot finish, and
+/// the proxy serves all the same (a refused Host is answered by the proxy itself).
+#[tokio::test]
+async fn startup_check_never_delays_serving() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            open.push(s);
+        }
+    });
+    let home = home_with_cluster(&url);
+    let mut proxy = Running::spawn(home.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let addr = proxy.addr().await;
+    proxy.wait_line(&["proxy ready"]).await;
+    let (parts, _) = common::get(&format!("http://{addr}/"), &[("host", "evil.example")]).await;
+    assert_eq!(parts.status, http::StatusCode::FORBIDDEN);
+    assert!(!proxy.seen.iter().any(|l| l.contains("master check")));
+    held.abort();
+}
+
+#[tokio::test]
+async fn json_mode_prints_one_ready_line_without_the_token() {
+    let master = FakeMaster::start().await;
+    let home = home_with_cluster(&master.url);
+    let mut proxy = Running::spawn(
+        home.path(),
+        &["--listen", "127.0.0.1:0", "--log-format", "json"],
+        &[],
+    );
+    let addr = proxy.addr().await;
+    let line = proxy.wait_line(&["\"message\":\"ready\""]).await;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["url"], format!("http://{addr}"));
+    assert_eq!(v["cluster"], "one");
+    assert_eq!(v["uid"], "bootstrapuser");
+    assert!(
+        v["token_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("core.dcos_acs_token in ")
+    );
+    assert_eq!(
+        v["example"],
+        format!("curl http://{addr}/service/marathon/v2/apps")
+    );
+    assert!(!line.contains(VALID), "{line}");
+}
+
+/// Log wording: a new URL for the same cluster is not "another cluster", and a broken
+/// file that is fixed says so.
+#[tokio::test]
+async fn log_wording_for_a_moved_master_and_a_fixed_file() {
+    let master = FakeMaster::start().await;
+    let other = FakeMaster::start().await;
+    let home = home_with_cluster(&master.url);
+    let file = home.path().join(".dcos/clusters/c1/dcos.toml");
+    let mut proxy = Running::spawn(home.path(), &["--listen", "127.0.0.1:0"], &[]);
+    proxy.addr().await;
+    proxy.wait_line(&["using DC/OS cluster"]).await;
+
+    let good = |url: &str| {
+        format!(
+            "[core]\ndcos_url = \"{url}\"\ndcos_acs_token = \"{VALID}\"\n\n[cluster]\nname = \"one\"\n"
+        )
+    };
+    std::fs::write(&file, good(&other.url)).unwrap();
+    let line = proxy.wait_line(&["master URL changed"]).await;
+    assert!(line.contains(&other.url), "{line}");
+    assert!(!proxy.seen.iter().any(|l| l.contains("switched to another")));
+
+    std::fs::write(&file, "[core\nbroken").unwrap();
+    proxy.wait_line(&["keeping the last good config"]).await;
+    std::fs::write(&file, good(&master.url)).unwrap();
+    proxy.wait_line(&["good again"]).await;
+}

@@ -541,7 +541,7 @@ fn io_text(e: &std::io::Error) -> String {
     }
 }
 
-fn parse_version(status: StatusCode, body: &[u8]) -> Result<String, String> {
+pub(crate) fn parse_version(status: StatusCode, body: &[u8]) -> Result<String, String> {
     if status != StatusCode::OK {
         return Err(format!("status {status}"));
     }
@@ -621,8 +621,9 @@ async fn check_auth(
     }
 }
 
-/// One request to the master through the proxy's own client.
-async fn fetch(
+/// One request to the master through the proxy's own client: the status and up to
+/// [`MAX_BODY_BYTES`] of the body, or the cause of a failure in words.
+pub(crate) async fn fetch(
     upstream: &Upstream,
     method: Method,
     path: &'static str,

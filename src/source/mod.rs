@@ -114,8 +114,10 @@ impl Published {
 pub enum Change {
     /// The first config: at startup, or once a cluster is set up.
     First,
-    /// Another master (a cluster switch or a new `dcos_url`).
+    /// Another cluster (a switch with `dcos cluster attach`, or another `--cluster`).
     Master,
+    /// The same cluster (same config file and name) at a new master URL.
+    Url,
     /// The same master with a new token or other settings.
     Token,
 }
@@ -205,6 +207,7 @@ pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
     let message = match change {
         Change::First => "using DC/OS cluster",
         Change::Master => "switched to another DC/OS cluster",
+        Change::Url => "the cluster's master URL changed; new requests go there",
         Change::Token => "DC/OS config changed; new requests use it",
     };
     let from = |v: &Option<ValueSource>| {
