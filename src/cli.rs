@@ -25,8 +25,8 @@ and WebSockets are streamed, never buffered.
 The cluster and token come from the DC/OS CLI config (~/.dcos, or $DCOS_DIR): the attached \
 cluster, or the one named by --cluster / $DCOS_CLUSTER. Log in with `dcos auth login`.";
 
-const AFTER_SHORT_HELP: &str = "Every flag can also be set as DCOS_TOKEN_PROXY_<FLAG> (e.g. \
-DCOS_TOKEN_PROXY_LISTEN) or in a --config file. More detail and examples: --help.";
+const AFTER_SHORT_HELP: &str =
+    "Flags can also be set as DCOS_TOKEN_PROXY_<FLAG> or in a --config file. More: --help";
 
 const AFTER_HELP: &str = "Examples:
   dcos-token-proxy                         # proxy the attached cluster on 127.0.0.1:8079
@@ -285,6 +285,22 @@ pub enum Command {
         /// One JSON object for scripts instead of the checklist
         #[arg(long)]
         json: bool,
+    },
+    /// Run CMD with a private proxy: DCOS_URL points at it, its status is CMD's
+    ///
+    /// Like `aws-vault exec`: the proxy listens on a free loopback port, CMD gets
+    /// DCOS_URL and DCOS_TOKEN_PROXY_URL set to it, signals are passed on to CMD, and the
+    /// proxy ends when CMD does. For example: `dcos-token-proxy exec -- dcos marathon app
+    /// list`.
+    Exec {
+        /// The command and its arguments
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<std::ffi::OsString>,
     },
     /// Print the man page (roff)
     ///

@@ -43,6 +43,22 @@ fn subcommand(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
         Command::Doctor { json } => return doctor(cli, *json),
+        Command::Exec { command } => {
+            let env = Env::from_process();
+            let file = match &cli.config {
+                Some(path) => FileSettings::load(path)?,
+                None => FileSettings::default(),
+            };
+            let settings = Settings::resolve(cli, &file, &env)?;
+            let quiet_default = cli.verbose == 0 && cli.quiet == 0;
+            return commands::exec::run(
+                settings,
+                cli.listen.is_some(),
+                quiet_default,
+                env,
+                command,
+            );
+        }
         Command::Config(c) => commands::config(c, &mut out)?,
         Command::Completions { shell } => commands::completions(*shell, &mut out),
         Command::Man => commands::man(&mut out)?,

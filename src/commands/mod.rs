@@ -1,11 +1,12 @@
 //! The binary's subcommands other than serving: `config example`, `completions` and
 //! `man` here (they write to the given output, read no DC/OS config and touch no
-//! network), and `doctor` in its own module.
+//! network), and `doctor` and `exec` in their own modules.
 //!
 //! The settings example is `config/dcos-token-proxy.toml`, compiled into the binary so
 //! that `cargo install` users, who have no checkout, can still get it.
 
 pub mod doctor;
+pub mod exec;
 
 use std::io::{self, Write};
 
