@@ -447,7 +447,7 @@ async fn startup_checks_the_master_and_says_the_token_works() {
     proxy.addr().await;
     let line = proxy.wait_line(&["master check"]).await;
     assert!(line.contains("DC/OS 2.2.0; the token works"), "{line}");
-    let seen: Vec<String> = master.seen().iter().map(|s| s.target.clone()).collect();
+    let seen: Vec<String> = master.probes().iter().map(|s| s.target.clone()).collect();
     assert!(
         seen.contains(&"/dcos-metadata/dcos-version.json".to_owned()),
         "{seen:?}"

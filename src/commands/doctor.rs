@@ -43,6 +43,9 @@ pub const AUTH_PROBE_PATH: &str = "/pkgpanda/active.buildinfo.full.json";
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The largest `dcos.toml` doctor reads again (as discovery does, it refuses more).
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// `User-Agent` of every request doctor and the startup check make, so a master's log
+/// (and the test master) can tell them from clients' requests.
+pub const CHECK_USER_AGENT: &str = concat!("dcos-token-proxy-check/", env!("CARGO_PKG_VERSION"));
 /// The environment variable that beats `core.dcos_acs_token`.
 const ENV_TOKEN: &str = "DCOS_ACS_TOKEN";
 
@@ -637,6 +640,7 @@ pub(crate) async fn fetch(
         .method(method)
         .uri(uri)
         .header(header::HOST, upstream.host.clone())
+        .header(header::USER_AGENT, CHECK_USER_AGENT)
         .body(Either::Left(Full::new(Bytes::new())))
         .map_err(|e| e.to_string())?;
     if let Some(auth) = upstream.auth.clone().filter(|_| with_token) {

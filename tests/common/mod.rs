@@ -84,6 +84,9 @@ impl Seen {
 #[derive(Default)]
 struct State {
     seen: Mutex<Vec<Seen>>,
+    /// Requests from the proxy's own checks (startup check, `doctor`), which identify
+    /// themselves by [`CHECK_USER_AGENT`]; kept apart so they never count as a client's.
+    probes: Mutex<Vec<Seen>>,
     /// The tokens this master accepts (it "issued" them).
     accepted: Mutex<std::collections::HashSet<String>>,
     arrived: Notify,
@@ -92,6 +95,9 @@ struct State {
     /// Sizes of request-body chunks as `/exec-input` receives them.
     chunks: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
 }
+
+/// How the proxy's own checks (startup check, `doctor`) name themselves in `User-Agent`.
+pub const CHECK_USER_AGENT: &str = "dcos-token-proxy-check/";
 
 /// The fake master.
 pub struct FakeMaster {
@@ -159,6 +165,11 @@ impl FakeMaster {
     /// Everything the master has received so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// The requests the proxy's own checks made (see [`CHECK_USER_AGENT`]).
+    pub fn probes(&self) -> Vec<Seen> {
+        self.state.probes.lock().unwrap().clone()
     }
 
     /// How many requests the master has received.
@@ -251,13 +262,23 @@ async fn master_route(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    state.seen.lock().unwrap().push(Seen {
+    let seen = Seen {
         at: std::time::Instant::now(),
         method: req.method().clone(),
         target: target.clone(),
         headers: req.headers().clone(),
-    });
-    state.arrived.notify_waiters();
+    };
+    let is_probe = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with(CHECK_USER_AGENT));
+    if is_probe {
+        state.probes.lock().unwrap().push(seen);
+    } else {
+        state.seen.lock().unwrap().push(seen);
+        state.arrived.notify_waiters();
+    }
 
     let path = req.uri().path().to_owned();
     let authorized = req
