@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::types::{ClientAuth, LogFormat, WatchMode, parse_duration};
+use crate::upstream::route::ProxyText;
 
 const ABOUT: &str =
     "A localhost proxy that signs every request to a DC/OS cluster with your CLI login.";
@@ -93,6 +94,32 @@ pub struct Cli {
     #[arg(long, value_name = "URL", env = "DCOS_TOKEN_PROXY_UPSTREAM",
           help_heading = HEADING_CLUSTER, hide_env = true, global = true)]
     pub upstream: Option<String>,
+
+    /// Reach the master through an HTTP CONNECT or SOCKS5 proxy, or `none`
+    ///
+    /// http://[user:pass@]host:port (HTTP CONNECT), socks5://host:port or
+    /// socks5h://host:port; `none` ignores the proxy variables
+    /// [default: $https_proxy / $http_proxy / $all_proxy, minus $no_proxy]
+    #[arg(long, value_name = "URL|none", value_parser = ProxyText::new,
+          env = "DCOS_TOKEN_PROXY_UPSTREAM_PROXY", hide_env_values = true,
+          help_heading = HEADING_CLUSTER)]
+    pub upstream_proxy: Option<ProxyText>,
+
+    /// Check the master's certificate against NAME (and send it as SNI)
+    ///
+    /// While connecting to the URL's host and port (e.g. through
+    /// `ssh -L 8443:master.mesos:443 bastion`)
+    #[arg(long, value_name = "NAME", env = "DCOS_TOKEN_PROXY_TLS_SERVER_NAME",
+          help_heading = HEADING_CLUSTER, hide_env = true)]
+    pub tls_server_name: Option<String>,
+
+    /// Reach the master through a command's stdin/stdout, e.g. 'ssh -W %h:%p bastion'
+    ///
+    /// Run with sh -c for each pooled connection; %h and %p are the master's host and
+    /// port
+    #[arg(long, value_name = "COMMAND", env = "DCOS_TOKEN_PROXY_PROXY_COMMAND",
+          help_heading = HEADING_CLUSTER, hide_env = true)]
+    pub proxy_command: Option<String>,
 
     /// How to follow the DC/OS config for changes: auto or poll
     ///

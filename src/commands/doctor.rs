@@ -27,11 +27,11 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
 
 use dcos_token_proxy::dcos::config::{
-    self, ClusterConfig, ConfigError, ConfigSource, FileToken, SslVerify,
+    self, ClusterConfig, ConfigError, ConfigSource, SslVerify, ValueSource,
 };
 use dcos_token_proxy::dcos::token::human_duration;
 use dcos_token_proxy::env::Env;
-use dcos_token_proxy::proxy::error::describe;
+use dcos_token_proxy::proxy::describe;
 use dcos_token_proxy::settings::Settings;
 use dcos_token_proxy::upstream::{Upstream, UpstreamError};
 
@@ -41,8 +41,6 @@ pub const VERSION_PATH: &str = "/dcos-metadata/dcos-version.json";
 pub const AUTH_PROBE_PATH: &str = "/pkgpanda/active.buildinfo.full.json";
 /// The most of a response body doctor reads (the version document is tiny).
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// The largest `dcos.toml` doctor reads again (as discovery does, it refuses more).
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// `User-Agent` of every request doctor and the startup check make, so a master's log
 /// (and the test master) can tell them from clients' requests.
 pub const CHECK_USER_AGENT: &str = concat!("dcos-token-proxy-check/", env!("CARGO_PKG_VERSION"));
@@ -168,7 +166,7 @@ pub async fn run(settings: &Settings, env: &Env) -> Report {
     list.pass(1, "config", layout(&cluster));
     list.pass(2, "cluster", chosen(&cluster, settings, env));
 
-    let token_source = token_source(&cluster, env);
+    let token_source = token_source(&cluster);
     check_token(&mut list, &cluster, &token_source);
 
     if let Err(e) = check_tls(&cluster) {
@@ -323,30 +321,14 @@ impl TokenSource {
     }
 }
 
-fn token_source(cluster: &ClusterConfig, env: &Env) -> TokenSource {
-    let file = match &cluster.source {
-        ConfigSource::Cluster { file, .. } | ConfigSource::Legacy { file } => Some(file.clone()),
-        ConfigSource::EnvOnly => None,
-    };
-    if env.get(ENV_TOKEN).is_some_and(|v| !v.trim().is_empty()) {
-        let shadows = file.filter(|f| file_has_token(f));
-        return TokenSource::Env { shadows };
-    }
-    match (cluster.token.as_ref(), file) {
-        (Some(_), Some(f)) => TokenSource::File(f),
+fn token_source(cluster: &ClusterConfig) -> TokenSource {
+    match &cluster.origins.token {
+        Some(ValueSource::Env(_)) => TokenSource::Env {
+            shadows: cluster.origins.shadowed_file_token.clone(),
+        },
+        Some(ValueSource::File { file, .. }) => TokenSource::File(file.clone()),
         _ => TokenSource::None,
     }
-}
-
-/// Whether `file` holds its own token (read again here: discovery merged it away).
-fn file_has_token(file: &Path) -> bool {
-    let Ok(text) = dcos_token_proxy::files::read_bounded(file, MAX_CONFIG_BYTES) else {
-        return false;
-    };
-    let Ok(text) = String::from_utf8(text) else {
-        return false;
-    };
-    config::parse_file(file, &text).is_ok_and(|f| !matches!(f.token, FileToken::Absent))
 }
 
 fn check_token(list: &mut Checklist, cluster: &ClusterConfig, source: &TokenSource) {
