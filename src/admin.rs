@@ -320,6 +320,7 @@ mod tests {
 
     fn upstream(token: Option<String>) -> Upstream {
         let cluster = ClusterConfig {
+            origins: Default::default(),
             source: ConfigSource::EnvOnly,
             dcos_dir: std::env::temp_dir(),
             name: None,

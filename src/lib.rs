@@ -74,17 +74,12 @@ pub enum StartError {
         /// The I/O error (part of the message, not repeated as `source()`).
         error: std::io::Error,
     },
-    /// The master URL is the proxy's own address: every request would loop.
-    #[error(
-        "the master URL {url} is this proxy's own address {addr}: requests would loop \
-         forever. Keep core.dcos_url pointing at the cluster, and give the proxy's address \
-         only to your tools (e.g. DCOS_URL=http://{addr} for one command)"
-    )]
+    /// The master URL is the proxy's own address: every request would loop. The
+    /// message names where the URL came from and the fix for that source.
+    #[error("{message}")]
     Loop {
-        /// The configured master URL.
-        url: String,
-        /// The bound address.
-        addr: SocketAddr,
+        /// The whole message (see [`source::loop_message`]).
+        message: String,
     },
     /// The Unix socket could not be created.
     #[error(transparent)]
@@ -139,8 +134,7 @@ impl Proxy {
                 && points_at(&cluster.dcos_url, local_addr)
             {
                 return Err(StartError::Loop {
-                    url: upstream.url.clone(),
-                    addr: local_addr,
+                    message: source::loop_message(cluster, local_addr),
                 });
             }
             announce(cluster, &upstream, Change::First);
@@ -164,8 +158,7 @@ impl Proxy {
                 && points_at(&cluster.dcos_url, local_addr)
             {
                 return Err(StartError::Loop {
-                    url: cluster.dcos_url.to_string(),
-                    addr: local_addr,
+                    message: source::loop_message(cluster, local_addr),
                 });
             }
             Ok(Snapshot::Waiting(

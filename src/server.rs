@@ -265,32 +265,6 @@ fn log_connection_error(peer: Peer, e: &hyper::Error) {
     }
 }
 
-/// Install the SIGINT/SIGTERM handlers now and return a future that resolves when
-/// either arrives (Ctrl-C elsewhere).
-///
-/// Installing eagerly matters: a signal that arrives between "listening" and the first
-/// poll of a lazily-installed handler would kill the process instead of draining it.
-pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        Ok(async move {
-            tokio::select! {
-                _ = int.recv() => tracing::info!("received SIGINT"),
-                _ = term.recv() => tracing::info!("received SIGTERM"),
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-    }
-}
-
 /// The bound address as a `Host` value, for `Location` rewrites when a client sent no
 /// `Host` (HTTP/1.0).
 pub fn host_value(addr: SocketAddr) -> http::HeaderValue {

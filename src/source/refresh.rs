@@ -395,6 +395,7 @@ mod tests {
         let (published, rereads) = Published::new(Snapshot::Waiting("logging in".into()));
         let published = Arc::new(published);
         let cluster = ClusterConfig {
+            origins: Default::default(),
             source: ConfigSource::EnvOnly,
             dcos_dir: std::env::temp_dir(),
             name: None,

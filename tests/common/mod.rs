@@ -28,7 +28,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -85,6 +84,9 @@ impl Seen {
 #[derive(Default)]
 struct State {
     seen: Mutex<Vec<Seen>>,
+    /// Requests from the proxy's own checks (startup check, `doctor`), which identify
+    /// themselves by [`CHECK_USER_AGENT`]; kept apart so they never count as a client's.
+    probes: Mutex<Vec<Seen>>,
     /// The tokens this master accepts (it "issued" them).
     accepted: Mutex<std::collections::HashSet<String>>,
     arrived: Notify,
@@ -159,6 +161,9 @@ pub const SA_KEY_PKCS8: &str = include_str!("../fixtures/keys/sa_pkcs8.pem");
 pub const SA_KEY_PKCS1: &str = include_str!("../fixtures/keys/sa_pkcs1.pem");
 pub const OTHER_KEY: &str = include_str!("../fixtures/keys/other_pkcs8.pem");
 
+/// How the proxy's own checks (startup check, `doctor`) name themselves in `User-Agent`.
+pub const CHECK_USER_AGENT: &str = "dcos-token-proxy-check/";
+
 /// The fake master.
 pub struct FakeMaster {
     pub addr: SocketAddr,
@@ -225,6 +230,11 @@ impl FakeMaster {
     /// Everything the master has received so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// The requests the proxy's own checks made (see [`CHECK_USER_AGENT`]).
+    pub fn probes(&self) -> Vec<Seen> {
+        self.state.probes.lock().unwrap().clone()
     }
 
     /// How many requests the master has received.
@@ -349,13 +359,23 @@ async fn master_route(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    state.seen.lock().unwrap().push(Seen {
+    let seen = Seen {
         at: std::time::Instant::now(),
         method: req.method().clone(),
         target: target.clone(),
         headers: req.headers().clone(),
-    });
-    state.arrived.notify_waiters();
+    };
+    let is_probe = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with(CHECK_USER_AGENT));
+    if is_probe {
+        state.probes.lock().unwrap().push(seen);
+    } else {
+        state.seen.lock().unwrap().push(seen);
+        state.arrived.notify_waiters();
+    }
 
     let path = req.uri().path().to_owned();
     let authorized = req
@@ -389,7 +409,7 @@ async fn master_route(
 
     let resp = match path.as_str() {
         "/upload" => {
-            let mut hasher = Sha256::new();
+            let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
             let mut n: u64 = 0;
             let mut body = req.into_body();
             while let Some(frame) = body.frame().await {
@@ -401,7 +421,7 @@ async fn master_route(
                     hasher.update(d);
                 }
             }
-            respond(200, format!("{n} {}", hex(&hasher.finalize())))
+            respond(200, format!("{n} {}", hex(hasher.finish().as_ref())))
         }
         "/download" => {
             let size: u64 = query_value(&target, "bytes")
@@ -461,6 +481,17 @@ async fn master_route(
             );
             r.headers_mut()
                 .insert(header::LOCATION, HeaderValue::from_str(&loc).unwrap());
+            r
+        }
+        "/dcos-metadata/dcos-version.json" => {
+            let mut r = respond(
+                200,
+                r#"{"version": "2.2.0", "dcos-variant": "open", "dcos-image-commit": "test"}"#,
+            );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
         "/status" => {
@@ -686,14 +717,14 @@ impl PatternBody {
     /// The SHA-256 of `size` bytes of the pattern, hex.
     pub fn digest(size: u64) -> String {
         let block = pattern_block();
-        let mut h = Sha256::new();
+        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
         let mut left = size;
         while left > 0 {
             let n = left.min(BLOCK as u64) as usize;
             h.update(&block[..n]);
             left -= n as u64;
         }
-        hex(&h.finalize())
+        hex(h.finish().as_ref())
     }
 }
 
@@ -743,6 +774,7 @@ pub fn cluster(url: &str, token: Option<&str>, ssl_verify: SslVerify) -> Cluster
         token: token.map(|t| Token::new(t).unwrap()),
         ssl_verify,
         timeout: None,
+        origins: Default::default(),
     }
 }
 

@@ -230,6 +230,7 @@ pub(crate) mod testing {
             token: token.map(|t| Token::new(t).expect("a test token")),
             ssl_verify: SslVerify::System,
             timeout: None,
+            origins: Default::default(),
         };
         Upstream::new(&cluster, &ClientOptions::default()).expect("a plain-HTTP upstream")
     }
