@@ -4,7 +4,8 @@
 //! failure or a reset is **502**; no response headers in time is **504**; a request the
 //! proxy cannot forward is **400**. The body is one line of plain text naming the
 //! upstream URL, the cause and, where there is one, the fix. With no cluster set up yet,
-//! every request gets **503** saying how to set one up.
+//! every request gets **503** saying how to set one up. A `<name>.localhost` host that
+//! names no cluster gets **404** listing the clusters there are.
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub enum ProxyError {
     /// No DC/OS cluster is set up yet; the message says how to set one up.
     #[error("no DC/OS cluster to forward to yet: {0}")]
     Unconfigured(std::sync::Arc<str>),
+    /// `<name>.localhost` names no cluster; the message lists the clusters there are.
+    #[error("{0}")]
+    UnknownCluster(String),
 }
 
 impl ProxyError {
@@ -63,6 +67,7 @@ impl ProxyError {
             Self::BadRequest(_) | Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unconfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnknownCluster(_) => StatusCode::NOT_FOUND,
         }
     }
 
@@ -72,9 +77,10 @@ impl ProxyError {
         match self {
             Self::BadGateway { .. } => ErrorKind::Upstream,
             Self::GatewayTimeout { .. } => ErrorKind::Timeout,
-            Self::BadRequest(_) | Self::ClientBody { .. } | Self::BodyTimeout(_) => {
-                ErrorKind::Client
-            }
+            Self::BadRequest(_)
+            | Self::ClientBody { .. }
+            | Self::BodyTimeout(_)
+            | Self::UnknownCluster(_) => ErrorKind::Client,
             Self::Unconfigured(_) => ErrorKind::Unconfigured,
         }
     }

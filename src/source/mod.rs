@@ -12,6 +12,7 @@
 
 pub mod credential;
 pub mod login;
+pub mod named;
 pub mod refresh;
 pub mod token_file;
 pub mod watch;
@@ -25,6 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify, ValueSource};
 use crate::dcos::token::human_duration;
 use crate::upstream::Upstream;
+
+use self::named::{Clusters, NamedRoute};
 
 /// How long a request that got a 401 waits for the re-read it asked for.
 pub const REREAD_WAIT: Duration = Duration::from_secs(2);
@@ -66,6 +69,8 @@ pub type RereadRequests = mpsc::Receiver<Reread>;
 #[derive(Debug)]
 pub struct Published {
     current: ArcSwap<Snapshot>,
+    /// The clusters served by name (`<name>.localhost`), beside the current one.
+    clusters: ArcSwap<Clusters>,
     /// Counts publications; tests and the admin side wait on it.
     changes: tokio::sync::watch::Sender<u64>,
     reread: mpsc::Sender<Reread>,
@@ -78,6 +83,7 @@ impl Published {
         let (reread, requests) = mpsc::channel(REREAD_QUEUE);
         let published = Self {
             current: ArcSwap::from_pointee(initial),
+            clusters: ArcSwap::from_pointee(Clusters::default()),
             changes: tokio::sync::watch::channel(0).0,
             reread,
         };
@@ -93,6 +99,31 @@ impl Published {
     pub fn store(&self, next: Snapshot) {
         self.current.store(Arc::new(next));
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Where a request for the cluster `label` (from `<label>.localhost[:port]`) goes: one
+    /// atomic load, no lock, no allocation unless the label is unknown.
+    pub fn route(&self, label: &str, port: Option<&str>) -> NamedRoute {
+        self.clusters.load().route(label, port)
+    }
+
+    /// The snapshot of the cluster served by name with ID `id`, if it is still there.
+    pub fn named(&self, id: &str) -> Option<Arc<Snapshot>> {
+        self.clusters.load().by_id(id).map(|e| e.snapshot.clone())
+    }
+
+    /// The clusters served by name, as now.
+    pub fn clusters(&self) -> Arc<Clusters> {
+        self.clusters.load_full()
+    }
+
+    /// Replace the clusters served by name; `announce` counts it as a publication (the
+    /// first set, at startup, is not one).
+    pub fn store_clusters(&self, next: Clusters, announce: bool) {
+        self.clusters.store(Arc::new(next));
+        if announce {
+            self.changes.send_modify(|n| *n += 1);
+        }
     }
 
     /// A receiver that sees the number of publications so far, and each new one.
@@ -126,7 +157,7 @@ pub enum Change {
     Token,
 }
 
-/// `text` from a file, safe to put in a log line: control characters (a newline that
+/// `text` from a file, safe to put in a log line or a response: control characters (a newline that
 /// would forge a log line, a terminal escape) are shown escaped.
 fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -20,12 +20,18 @@
 //!    and the last good snapshot stays in use. A valid one is published as one new
 //!    snapshot; the pooled client is rebuilt only if the master or TLS set-up changed.
 //!
+//! The same burst also re-reads every cluster of the per-cluster layout on its own
+//! ([`config::all_clusters`]) for the clusters served by name (`<name>.localhost`, see
+//! [`super::named`]): the same two agreeing reads, keep-last-good per cluster, and each
+//! cluster's pooled client kept across its token changes ([`Upstream::next`]). A change
+//! in one cluster rebuilds nothing of the others.
+//!
 //! If the platform watcher cannot be used (no inotify, its limits, an unsupported file
 //! system), the watcher says so once and polls every [`POLL_INTERVAL`] instead. Even with
 //! a working watcher, discovery runs every [`RESCAN_INTERVAL`] to heal a missed event, and
 //! at once when a request's token was refused ([`super::Published::reread`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,10 +42,11 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::named::{ClusterEntry, Clusters, labels};
 use super::{Change, Published, RereadRequests, Snapshot, announce};
 use crate::dcos::config::{
-    self, CLUSTERS_DIR, ClusterConfig, ConfigError, DiscoverOptions, legacy_config_path,
-    resolve_dcos_dir,
+    self, CLUSTERS_DIR, ClusterConfig, ConfigError, DiscoverOptions, NamedCluster,
+    legacy_config_path, resolve_dcos_dir,
 };
 use crate::dcos::token::human_duration;
 use crate::env::Env;
@@ -108,6 +115,45 @@ pub struct Tracker {
     expiry: Expiry,
     fs: Option<FsWatch>,
     events: mpsc::UnboundedReceiver<()>,
+    /// The clusters served by name: what was read last, and what is in use per ID.
+    named: Named,
+}
+
+/// One read of every cluster's own config, comparable with the next (errors by their
+/// message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NamedRead {
+    id: String,
+    name: Option<String>,
+    config: Result<ClusterConfig, String>,
+}
+
+impl NamedRead {
+    fn of(c: NamedCluster) -> Self {
+        Self {
+            id: c.id,
+            name: c.name,
+            config: c.config.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// What is in use for one cluster served by name.
+#[derive(Debug)]
+struct NamedState {
+    /// The config behind `snapshot`, when it holds a master.
+    good: Option<ClusterConfig>,
+    snapshot: Arc<Snapshot>,
+    /// The problem logged last, so each is logged once.
+    problem: Option<String>,
+}
+
+/// The clusters served by name, as the tracker keeps them.
+#[derive(Debug, Default)]
+struct Named {
+    /// The read behind what is in use (`None` before the first).
+    seen: Option<Result<Vec<NamedRead>, String>>,
+    by_id: BTreeMap<String, NamedState>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -169,7 +215,7 @@ impl Tracker {
             // A startup that is waiting has already said why.
             Snapshot::Waiting(why) => (Expiry::default(), Some(why.to_string())),
         };
-        Self {
+        let mut tracker = Self {
             published,
             settings: settings.clone(),
             follow: Arc::new(follow),
@@ -179,7 +225,12 @@ impl Tracker {
             expiry,
             fs,
             events,
-        }
+            named: Named::default(),
+        };
+        // The clusters served by name are there from the first request on.
+        let first = read_named(&tracker.follow);
+        tracker.apply_named(first, false);
+        tracker
     }
 
     /// Follow until the task is dropped (the proxy aborts it at shutdown).
@@ -283,10 +334,16 @@ impl Tracker {
         }
     }
 
-    /// Read the config; act on it once two reads [`SETTLE`] apart agree ([`LOGOUT_SETTLE`]
-    /// when the token would go). While the files keep changing, nothing is done: the
-    /// events of those changes bring the watcher back.
+    /// Read the config, the current cluster's and then every cluster's served by name;
+    /// act on each once two reads [`SETTLE`] apart agree ([`LOGOUT_SETTLE`] when a token
+    /// would go). While the files keep changing, nothing is done: the events of those
+    /// changes bring the watcher back.
     pub async fn reload(&mut self) {
+        self.reload_current().await;
+        self.reload_named().await;
+    }
+
+    async fn reload_current(&mut self) {
         let mut seen = self.load().await;
         for _ in 0..MAX_SETTLE_ROUNDS {
             if self.unchanged(&seen) {
@@ -309,6 +366,163 @@ impl Tracker {
             seen = again;
         }
         tracing::debug!("the DC/OS config keeps changing; looking again at the next change");
+    }
+
+    /// Read every cluster's own config (off the async threads).
+    async fn load_named(&self) -> Result<Vec<NamedRead>, String> {
+        let follow = self.follow.clone();
+        tokio::task::spawn_blocking(move || read_named(&follow))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    }
+
+    /// Whether `read` would take a token away from a cluster's master.
+    fn named_drops_token(&self, read: &Result<Vec<NamedRead>, String>) -> bool {
+        let Ok(read) = read else { return false };
+        read.iter().any(|r| {
+            let old = self.named.by_id.get(&r.id).and_then(|s| s.good.as_ref());
+            match (&r.config, old) {
+                (Ok(new), Some(old)) => {
+                    new.token.is_none() && old.token.is_some() && new.dcos_url == old.dcos_url
+                }
+                _ => false,
+            }
+        })
+    }
+
+    /// [`Self::reload_current`] for the clusters served by name.
+    async fn reload_named(&mut self) {
+        let mut seen = self.load_named().await;
+        for _ in 0..MAX_SETTLE_ROUNDS {
+            if self.named.seen.as_ref() == Some(&seen) {
+                return;
+            }
+            let pause = if self.named_drops_token(&seen) {
+                LOGOUT_SETTLE
+            } else {
+                SETTLE
+            };
+            tokio::time::sleep(pause).await;
+            let again = self.load_named().await;
+            if again == seen {
+                self.apply_named(again, true);
+                return;
+            }
+            seen = again;
+        }
+    }
+
+    /// Build and publish the clusters served by name from `read`: a cluster whose config
+    /// is unchanged keeps its snapshot; a changed one gets a new snapshot that shares its
+    /// pooled client when the master and TLS are the same; a broken one keeps its last
+    /// good snapshot (or, with none, answers 503 with the problem).
+    fn apply_named(&mut self, read: Result<Vec<NamedRead>, String>, announce: bool) {
+        let list = match &read {
+            Ok(list) => list.clone(),
+            Err(e) => {
+                // The directory cannot be listed: keep every cluster as it is.
+                if self.named.seen.as_ref() != Some(&read) {
+                    tracing::warn!("cannot list the DC/OS clusters served by name: {e}");
+                }
+                self.named.seen = Some(read);
+                return;
+            }
+        };
+        let mut by_id = BTreeMap::new();
+        for r in &list {
+            let prev = self.named.by_id.remove(&r.id);
+            let built = match &r.config {
+                Ok(cfg) if prev.as_ref().and_then(|p| p.good.as_ref()) == Some(cfg) => Ok(None),
+                Ok(cfg) => self.named_upstream(cfg, prev.as_ref()).map(Some),
+                Err(e) => Err(e.clone()),
+            };
+            let state = match (built, prev) {
+                (Ok(None), Some(prev)) => prev,
+                (Ok(Some((cfg, up))), prev) => {
+                    if prev.is_some_and(|p| p.problem.is_some()) {
+                        tracing::info!(cluster = %r.id, "the cluster's config is good again");
+                    }
+                    NamedState {
+                        good: Some(cfg),
+                        snapshot: Arc::new(Snapshot::Ready(up)),
+                        problem: None,
+                    }
+                }
+                (Err(problem), prev) => {
+                    let kept = prev.filter(|p| p.good.is_some());
+                    let repeated = kept
+                        .as_ref()
+                        .is_some_and(|p| p.problem.as_ref() == Some(&problem));
+                    if !repeated {
+                        if kept.is_some() {
+                            tracing::warn!(cluster = %r.id, "{problem}; requests to this cluster by name keep its last good config until this is fixed");
+                        } else {
+                            tracing::debug!(cluster = %r.id, "{problem}; requests to this cluster by name get 503 until this is fixed");
+                        }
+                    }
+                    match kept {
+                        Some(p) => NamedState {
+                            problem: Some(problem),
+                            ..p
+                        },
+                        None => NamedState {
+                            good: None,
+                            snapshot: Arc::new(Snapshot::Waiting(problem.as_str().into())),
+                            problem: Some(problem),
+                        },
+                    }
+                }
+                // `Ok(None)` only when there is a previous state.
+                (Ok(None), None) => continue,
+            };
+            by_id.insert(r.id.clone(), state);
+        }
+        let pairs: Vec<(&str, Option<&str>)> = list
+            .iter()
+            .map(|r| (r.id.as_str(), r.name.as_deref()))
+            .collect();
+        let entries = list
+            .iter()
+            .zip(labels(&pairs))
+            .filter_map(|(r, label)| {
+                let state = by_id.get(&r.id)?;
+                Some(ClusterEntry {
+                    id: r.id.as_str().into(),
+                    name: r.name.clone(),
+                    label,
+                    snapshot: state.snapshot.clone(),
+                })
+            })
+            .collect();
+        self.named.by_id = by_id;
+        self.named.seen = Some(read);
+        self.published.store_clusters(
+            Clusters {
+                active: true,
+                entries,
+            },
+            announce,
+        );
+    }
+
+    /// The upstream for a cluster served by name, from its previous one when there is
+    /// one (to keep its pooled client); a URL that is this proxy's own address is refused.
+    fn named_upstream(
+        &self,
+        cfg: &ClusterConfig,
+        prev: Option<&NamedState>,
+    ) -> Result<(ClusterConfig, Upstream), String> {
+        if let Some(local_addr) = self.local_addr
+            && crate::host::points_at(&cfg.dcos_url, local_addr)
+        {
+            return Err(super::loop_message(cfg, local_addr));
+        }
+        let options = self.settings.client_options();
+        let built = match prev.map(|p| &*p.snapshot) {
+            Some(Snapshot::Ready(up)) => up.next(cfg, &options),
+            _ => Upstream::new(cfg, &options),
+        };
+        built.map(|up| (cfg.clone(), up)).map_err(|e| e.to_string())
     }
 
     fn publish(&mut self, cfg: ClusterConfig) {
@@ -378,6 +592,13 @@ impl Tracker {
         }
         self.last_problem = Some(text);
     }
+}
+
+/// Every cluster's own config, for the clusters served by name.
+fn read_named(follow: &Follow) -> Result<Vec<NamedRead>, String> {
+    config::all_clusters(&follow.discover, &follow.env)
+        .map(|all| all.into_iter().map(NamedRead::of).collect())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether two discovery results are the same (errors by their message).

@@ -40,6 +40,8 @@ pub(crate) const CLUSTERS_DIR: &str = "clusters";
 const SETUP_DIR: &str = "setup";
 /// The marker file that makes a cluster directory the current one.
 const ATTACHED_FILE: &str = "attached";
+/// The most clusters the proxy serves by name (a sanity bound against a hostile tree).
+pub const MAX_NAMED_CLUSTERS: usize = 256;
 /// The config file's name, in each cluster directory and in the legacy root.
 pub(super) const CONFIG_FILE: &str = "dcos.toml";
 
@@ -186,7 +188,7 @@ fn read_names(files: &dyn ReadConfig, candidates: &mut [ClusterCandidate]) {
 }
 
 /// `cluster.name` of one cluster's file, or None (absent, empty or unreadable).
-fn read_cluster_name(files: &dyn ReadConfig, file: &Path) -> Option<String> {
+pub(super) fn read_cluster_name(files: &dyn ReadConfig, file: &Path) -> Option<String> {
     let text = match read_optional(files, file) {
         Ok(text) => text?,
         Err(e) => {

@@ -33,11 +33,14 @@ use http::Uri;
 
 pub use self::env::apply_overrides;
 pub use self::error::{ConfigError, ValueSource};
+pub use self::layout::MAX_NAMED_CLUSTERS;
 pub(crate) use self::layout::{CLUSTERS_DIR, legacy_config_path, resolve_dcos_dir};
 pub use self::parse::{DcosFile, FileToken, parse_file};
 
 use self::env::url_override;
-use self::layout::{Location, locate, wanted_cluster};
+use self::layout::{
+    CONFIG_FILE, Location, list_clusters, locate, read_cluster_name, wanted_cluster,
+};
 use self::read::{Disk, ReadConfig, read_config_text, read_optional};
 use crate::dcos::token::Token;
 use crate::env::Env;
@@ -219,6 +222,77 @@ fn discover_with(
         }
     };
     apply_overrides(source, dcos_dir, &file, opts, env)
+}
+
+/// One cluster of the per-cluster layout, read on its own (see [`all_clusters`]).
+#[derive(Debug)]
+pub struct NamedCluster {
+    /// The cluster ID: its directory name under `clusters/`.
+    pub id: String,
+    /// `cluster.name`, when the file names one (read even when the rest is unusable).
+    pub name: Option<String>,
+    /// Whether the directory holds the `attached` marker.
+    pub attached: bool,
+    /// The cluster's own settings, or why they cannot be used.
+    pub config: Result<ClusterConfig, ConfigError>,
+}
+
+/// Every cluster of the per-cluster layout under the DC/OS directory, sorted by ID, each
+/// with the settings of its own `dcos.toml` only: the overrides (`--upstream`,
+/// `DCOS_URL`, `DCOS_ACS_TOKEN`, `DCOS_SSL_VERIFY`, `DCOS_TIMEOUT`) are for the one
+/// cluster [`discover`] picks and apply to none of these. The legacy layout, or no
+/// config at all, has no named clusters (an empty list). At most
+/// [`MAX_NAMED_CLUSTERS`] are read. Each cluster's problem stays with that cluster.
+pub fn all_clusters(opts: &DiscoverOptions, env: &Env) -> Result<Vec<NamedCluster>, ConfigError> {
+    all_clusters_with(&Disk, opts, env)
+}
+
+fn all_clusters_with(
+    files: &dyn ReadConfig,
+    opts: &DiscoverOptions,
+    env: &Env,
+) -> Result<Vec<NamedCluster>, ConfigError> {
+    let dcos_dir = resolve_dcos_dir(opts, env)?;
+    let clusters_dir = dcos_dir.join(CLUSTERS_DIR);
+    match std::fs::metadata(&clusters_dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(error::io_error(&clusters_dir, e)),
+    }
+    // Only the cluster's own file: no flag or variable meant for the current cluster.
+    let own = DiscoverOptions {
+        upstream: None,
+        cluster: None,
+        ..opts.clone()
+    };
+    let no_env = Env::default();
+    let mut all = Vec::new();
+    for c in list_clusters(&clusters_dir)?
+        .into_iter()
+        .take(MAX_NAMED_CLUSTERS)
+    {
+        let file = c.dir.join(CONFIG_FILE);
+        let config = read_optional(files, &file).and_then(|text| {
+            let parsed = parse_file(&file, &text.unwrap_or_default())?;
+            let source = ConfigSource::Cluster {
+                id: c.id.clone(),
+                file: file.clone(),
+            };
+            apply_overrides(source, dcos_dir.clone(), &parsed, &own, &no_env)
+        });
+        let name = match &config {
+            Ok(cfg) => cfg.name.clone(),
+            Err(_) => read_cluster_name(files, &file),
+        };
+        all.push(NamedCluster {
+            id: c.id,
+            name,
+            attached: c.attached,
+            config,
+        });
+    }
+    Ok(all)
 }
 
 #[cfg(test)]

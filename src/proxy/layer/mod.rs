@@ -54,27 +54,48 @@ use crate::source::Snapshot;
 use crate::upstream::Upstream;
 
 /// A loaded snapshot known to hold a master: what a request admitted past the snapshot
-/// layer is served with, from start to end, even if a newer one is published meanwhile.
-/// Moving it between layers is free; cloning it is one reference-count increment.
+/// layer is served with, from start to end, even if a newer one is published meanwhile;
+/// and, for a request to a cluster by name (`<name>.localhost`), that cluster's ID (so a
+/// 401 re-read looks for that cluster's fresher token). Moving it between layers is
+/// free; cloning it is one or two reference-count increments.
 #[derive(Debug, Clone)]
-pub struct Master(Arc<Snapshot>);
+pub struct Master {
+    snapshot: Arc<Snapshot>,
+    cluster: Option<Arc<str>>,
+}
 
 impl Master {
-    /// `snapshot` if it holds a master; else why there is none yet.
+    /// `snapshot` (the current cluster's) if it holds a master; else why there is none
+    /// yet.
     pub fn new(snapshot: Arc<Snapshot>) -> Result<Self, Arc<str>> {
+        Self::of(snapshot, None)
+    }
+
+    /// The snapshot of the cluster served by name with ID `id`, if it holds a master;
+    /// else why there is none.
+    pub fn named(snapshot: Arc<Snapshot>, id: Arc<str>) -> Result<Self, Arc<str>> {
+        Self::of(snapshot, Some(id))
+    }
+
+    fn of(snapshot: Arc<Snapshot>, cluster: Option<Arc<str>>) -> Result<Self, Arc<str>> {
         match &*snapshot {
-            Snapshot::Ready(_) => Ok(Self(snapshot)),
+            Snapshot::Ready(_) => Ok(Self { snapshot, cluster }),
             Snapshot::Waiting(why) => Err(why.clone()),
         }
     }
 
     /// The master and its pooled client.
     pub fn upstream(&self) -> &Upstream {
-        match &*self.0 {
+        match &*self.snapshot {
             Snapshot::Ready(up) => up,
-            // `new` admits `Ready` snapshots only, and a snapshot never changes.
+            // `of` admits `Ready` snapshots only, and a snapshot never changes.
             Snapshot::Waiting(_) => unreachable!("a Master always holds a Ready snapshot"),
         }
+    }
+
+    /// The ID of the cluster asked for by name; `None` for the current cluster.
+    pub fn cluster(&self) -> Option<&Arc<str>> {
+        self.cluster.as_ref()
     }
 }
 

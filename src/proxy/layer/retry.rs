@@ -190,9 +190,14 @@ where
 }
 
 /// After the master refused the token `used` carried: re-read the config now, and
-/// return the new snapshot if it has a different token for the same master.
+/// return the new snapshot (of the same cluster: the current one, or the one asked for
+/// by name) if it has a different token for the same master.
 async fn fresher(source: Arc<Published>, used: Master) -> Option<Master> {
-    let now = Master::new(source.reread().await?).ok()?;
+    let current = source.reread().await?;
+    let now = match used.cluster() {
+        None => Master::new(current).ok()?,
+        Some(id) => Master::named(source.named(id)?, id.clone()).ok()?,
+    };
     let (up, old) = (now.upstream(), used.upstream());
     let fresher = up.url == old.url && up.auth.is_some() && up.auth != old.auth;
     fresher.then_some(now)

@@ -3,18 +3,25 @@
 //! snapshot it started with. While no cluster is set up (`Snapshot::Waiting`), the
 //! answer is 503 with the message that says how to set one up, and the inner service is
 //! never called. Hand-written: it is the proxy's own state.
+//!
+//! It also routes by name: a request whose host is `<label>.localhost[:PORT]` is served
+//! with the snapshot of the cluster whose name or ID is `<label>`
+//! ([`crate::source::named`]), and an unknown label gets 404 with the list of clusters.
+//! Any other host costs one suffix comparison on the `Host` bytes: no allocation, no
+//! second load.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{Request, Response, header};
 use tower::{Layer, Service};
 
 use super::{Master, OrLocal, Routed};
 use crate::proxy::body::{Answer, local};
 use crate::proxy::error::ProxyError;
 use crate::source::Published;
+use crate::source::named::{NamedRoute, label_of};
 
 /// Serves each request with the snapshot current when it arrives.
 #[derive(Debug, Clone)]
@@ -60,10 +67,29 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        match Master::new(self.source.load()) {
+        let master = match host_of(&request).and_then(label_of) {
+            None => Master::new(self.source.load()),
+            Some((label, port)) => match self.source.route(label, port) {
+                NamedRoute::Plain => Master::new(self.source.load()),
+                NamedRoute::Cluster(id, snapshot) => Master::named(snapshot, id),
+                NamedRoute::Unknown(text) => {
+                    return OrLocal::local(local(ProxyError::UnknownCluster(text).to_response()));
+                }
+            },
+        };
+        match master {
             Ok(master) => OrLocal::inner(self.inner.call(Routed { request, master })),
             Err(why) => OrLocal::local(local(ProxyError::Unconfigured(why).to_response())),
         }
+    }
+}
+
+/// The host the client asked for: the absolute-form target's (RFC 9112 §3.2.2) or
+/// HTTP/2's `:authority`, else `Host` (the guard has already checked it).
+fn host_of<B>(request: &Request<B>) -> Option<&str> {
+    match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request.headers().get(header::HOST)?.to_str().ok(),
     }
 }
 
