@@ -114,7 +114,7 @@ pub struct Cli {
           help_heading = HEADING_CLUSTER, hide_env = true)]
     pub tls_server_name: Option<String>,
 
-    /// Reach the master over a command's stdio, e.g. 'ssh -W %h:%p bastion'
+    /// Reach the master over a command's stdio: 'ssh -W %h:%p bastion'
     ///
     /// Run with sh -c for each pooled connection; %h and %p are the master's host and
     /// port
@@ -345,6 +345,17 @@ pub enum Command {
         /// The shell
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// List the DC/OS clusters and the local URL of each (<name>.localhost)
+    ///
+    /// One line per cluster of the DC/OS CLI's per-cluster layout: name, ID, master URL,
+    /// whether it is attached, when its token expires, and the URL that reaches it
+    /// through this proxy (`http://<name>.localhost:PORT/`, PORT from --listen). The
+    /// plain address serves the attached cluster.
+    Clusters {
+        /// One JSON object for scripts instead of the table
+        #[arg(long)]
+        json: bool,
     },
     /// Check the config, the token, TLS and the master, step by step, with fixes
     ///

@@ -48,6 +48,7 @@ fn subcommand(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
         Command::Doctor { json } => return doctor(cli, *json),
+        Command::Clusters { json } => return clusters(cli, *json),
         Command::Exec { command } => {
             let env = Env::from_process();
             let file = match &cli.config {
@@ -94,6 +95,23 @@ fn run_health(url: &str, wait: Option<std::time::Duration>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `dcos-token-proxy clusters`: the same settings as serving, the files only.
+fn clusters(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let env = Env::from_process();
+    let file = match &cli.config {
+        Some(path) => FileSettings::load(path)?,
+        None => FileSettings::default(),
+    };
+    let settings = Settings::resolve(cli, &file, &env)?;
+    let listing = commands::clusters::list(&settings, &env)?;
+    if json {
+        println!("{}", serde_json::to_string(&listing)?);
+    } else {
+        print!("{}", commands::clusters::render(&listing));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `dcos-token-proxy doctor`: the same settings as serving, no logging, a checklist.

@@ -273,13 +273,14 @@ async fn a_login_in_one_cluster_leaves_the_other_alone() {
 
 /// Run `dcos-token-proxy clusters ARGS` on `root` (off the async threads).
 fn clusters_command(root: &Path, args: &[&str]) -> (Option<i32>, String) {
+    // --listen is a serving flag: it goes before the subcommand.
     let out = Command::new(BIN)
+        .arg("--listen")
+        .arg("127.0.0.1:18079")
         .arg("clusters")
         .args(args)
         .arg("--dcos-dir")
         .arg(root)
-        .arg("--listen")
-        .arg("127.0.0.1:18079")
         .env_clear()
         .env("HOME", root)
         .current_dir(root)

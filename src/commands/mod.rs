@@ -1,10 +1,11 @@
 //! The binary's subcommands other than serving: `config example`, `completions` and
 //! `man` here (they write to the given output, read no DC/OS config and touch no
-//! network), and `doctor` and `exec` in their own modules.
+//! network), and `clusters`, `doctor` and `exec` in their own modules.
 //!
 //! The settings example is `config/dcos-token-proxy.toml`, compiled into the binary so
 //! that `cargo install` users, who have no checkout, can still get it.
 
+pub mod clusters;
 pub mod doctor;
 pub mod exec;
 
