@@ -110,6 +110,19 @@ pub struct Cli {
     )]
     pub deny_methods: Vec<String>,
 
+    /// Forward a client's own Forwarded, X-Forwarded-* and X-Real-IP headers to the
+    /// master (by default they are removed: to the master, the proxy is the client)
+    /// [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", env = "DCOS_TOKEN_PROXY_PASS_FORWARDING_HEADERS")]
+    pub pass_forwarding_headers: Option<bool>,
+
+    /// Forward a client's Cookie header to the master (by default it is removed: a
+    /// browser sends every localhost cookie of every local app) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", env = "DCOS_TOKEN_PROXY_PASS_COOKIES")]
+    pub pass_cookies: Option<bool>,
+
     /// The most client connections served at once; more wait [default: 1024]
     #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,

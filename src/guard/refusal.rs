@@ -23,8 +23,9 @@ pub enum Refusal {
     Host(String),
     /// `Origin` outside `allowed_origins`.
     Origin(String),
-    /// `Sec-Fetch-Site: cross-site` without an allowed `Origin`.
-    CrossSite,
+    /// `Sec-Fetch-Site` other than `same-origin` or `none` (the value is given) without
+    /// an allowed `Origin`.
+    CrossSite(String),
     /// The path secret is missing or wrong.
     PathSecret,
     /// `read_only` and a method other than GET, HEAD, OPTIONS (or an upgrade).
@@ -94,10 +95,12 @@ impl fmt::Display for Refusal {
                  your DC/OS login; to allow that page deliberately, add it to allowed_origins \
                  (--allowed-origins)"
             ),
-            Self::CrossSite => f.write_str(
-                "cross-site request refused (Sec-Fetch-Site: cross-site): a web page from \
-                 another site may not use your DC/OS login; to allow a page deliberately, add \
-                 its origin to allowed_origins (--allowed-origins)",
+            Self::CrossSite(site) => write!(
+                f,
+                "request from another page refused (Sec-Fetch-Site: {site}; only same-origin \
+                 and none pass): a web page from another site, another localhost port or a \
+                 *.localhost name may not use your DC/OS login; to allow a page \
+                 deliberately, add its origin to allowed_origins (--allowed-origins)"
             ),
             Self::PathSecret => f.write_str(
                 "missing or wrong path secret: use the base URL printed at startup \

@@ -42,6 +42,11 @@ pub struct FileSettings {
     pub deny_paths: Option<Vec<String>>,
     /// `deny_methods`: methods refused.
     pub deny_methods: Option<Vec<String>>,
+    /// `pass_forwarding_headers`: forward a client's `Forwarded`, `X-Forwarded-*`,
+    /// `X-Real-IP`.
+    pub pass_forwarding_headers: Option<bool>,
+    /// `pass_cookies`: forward a client's `Cookie`.
+    pub pass_cookies: Option<bool>,
     /// `max_connections`.
     pub max_connections: Option<usize>,
     /// `max_header_bytes`.

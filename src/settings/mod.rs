@@ -17,7 +17,9 @@ use crate::cli::Cli;
 use crate::dcos::config::DiscoverOptions;
 use crate::env::Env;
 use crate::files::{ReadError, read_bounded};
-use crate::guard::{DenyPaths, PathSecret, Policy};
+use crate::guard::{
+    DEFAULT_PASS_COOKIES, DEFAULT_PASS_FORWARDING_HEADERS, DenyPaths, PathSecret, Policy,
+};
 use crate::types::{ClientAuth, ListenAddr, LogFormat, WatchMode, parse_listen};
 use crate::upstream::{ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT};
 
@@ -297,6 +299,14 @@ fn resolve_policy(cli: &Cli, file: &FileSettings, env: &Env) -> Result<Policy, S
         }
     }
     p.read_only = cli.read_only.or(file.read_only).unwrap_or(false);
+    p.pass_forwarding_headers = cli
+        .pass_forwarding_headers
+        .or(file.pass_forwarding_headers)
+        .unwrap_or(DEFAULT_PASS_FORWARDING_HEADERS);
+    p.pass_cookies = cli
+        .pass_cookies
+        .or(file.pass_cookies)
+        .unwrap_or(DEFAULT_PASS_COOKIES);
 
     let secret_file = cli
         .path_secret_file
@@ -550,11 +560,14 @@ mod tests {
             deny_methods = ["delete"]
             max_connections = 10
             max_header_bytes = 9000
+            pass_cookies = true
             "#,
         )
         .unwrap();
         let s = Settings::resolve(&cli(&[]), &file, &Env::default()).unwrap();
         assert!(s.policy.read_only);
+        assert!(s.policy.pass_cookies);
+        assert!(!s.policy.pass_forwarding_headers, "off by default");
         assert_eq!(s.policy.allowed_hosts.len(), 2);
         assert_eq!(s.policy.deny_methods, [http::Method::DELETE]);
         assert_eq!(s.max_connections, 10);

@@ -1,0 +1,315 @@
+//! Issue 9, "hardening": one test per finding of the outside attack run, each named
+//! after its finding and each failing on the code before its fix. Every refused request
+//! is also checked against the fake master: it must have seen nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use common::{FakeMaster, RunningProxy, VALID, cluster, raw_exchange, start_proxy_with};
+use dcos_token_proxy::cli::Cli;
+use dcos_token_proxy::dcos::config::SslVerify;
+use dcos_token_proxy::env::Env;
+use dcos_token_proxy::settings::{ENV_PATH_SECRET, FileSettings, Settings};
+
+const SECRET: &str = "hardening-secret-0123456789abcdef";
+
+/// Settings as the command line `args` (and environment `env`) would give them, on
+/// `127.0.0.1:0`.
+fn settings_with(args: &[&str], env: &[(&str, &str)]) -> Settings {
+    let mut full = vec!["dcos-token-proxy", "--listen", "127.0.0.1:0"];
+    full.extend_from_slice(args);
+    let cli = Cli::try_parse_from(full).expect("valid test flags");
+    let mut s = Settings::resolve(
+        &cli,
+        &FileSettings::default(),
+        &Env::from_pairs(env.iter().copied()),
+    )
+    .expect("valid test settings");
+    s.shutdown_grace = Duration::from_secs(5);
+    s
+}
+
+/// A fake master and a proxy in front of it started with `args` and `env`.
+async fn start(args: &[&str], env: &[(&str, &str)]) -> (FakeMaster, RunningProxy) {
+    let master = FakeMaster::start().await;
+    let proxy = start_proxy_with(
+        cluster(&master.url, Some(VALID), SslVerify::System),
+        settings_with(args, env),
+    )
+    .await;
+    (master, proxy)
+}
+
+/// Send `head` (a request head without its final blank line; `Connection: close` is
+/// added) and return the status code and the whole answer.
+async fn raw(addr: SocketAddr, head: &str) -> (u16, String) {
+    let req = format!("{head}\r\nConnection: close\r\n\r\n");
+    let answer = raw_exchange(addr, req.as_bytes()).await;
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    (status, answer)
+}
+
+/// The body of a raw answer.
+fn body_of(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// Assert a refusal: the status, the body names `needle`, and the master saw nothing.
+fn assert_refused(master: &FakeMaster, (status, answer): &(u16, String), want: u16, needle: &str) {
+    assert_eq!(*status, want, "{answer}");
+    let body = body_of(answer);
+    assert!(body.starts_with("dcos-token-proxy: "), "{answer}");
+    assert!(body.contains(needle), "{needle:?} not in {answer}");
+    assert!(
+        master.seen().is_empty(),
+        "the master saw a refused request: {:?}",
+        master.seen()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 3: encoded control characters
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn finding_03_encoded_control_characters_are_400_before_any_rule() {
+    let (master, proxy) = start(&["--deny-path", "/mesos/.*"], &[]).await;
+    for target in [
+        "//mesos/master/state%0a",
+        "/mesos/master/state%0A",
+        "/mesos%00/master/state",
+        "/%6desos/x%0d",
+        "/x%7f/../mesos/state",
+        "/service/marathon/v2/apps%09",
+        "/ok%1F",
+    ] {
+        let answer = raw(
+            proxy.addr,
+            &format!("GET {target} HTTP/1.1\r\nHost: localhost"),
+        )
+        .await;
+        assert_refused(&master, &answer, 400, "control character");
+    }
+    // A control character in the query is not in the path: the path rules decide.
+    let (status, answer) = raw(proxy.addr, "GET /ok?a=%0a HTTP/1.1\r\nHost: localhost").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(master.wait_for(1).await[0].target, "/ok?a=%0a");
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 4: `;` path parameters
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn finding_04_path_parameters_cannot_slip_past_deny_paths() {
+    let (master, proxy) = start(&["--deny-path", "/service/marathon/v2/apps"], &[]).await;
+    for target in [
+        "/service/marathon/v2/apps;x",
+        "/service/marathon/v2/apps/..;/apps",
+        "/service/marathon/v2;jsessionid=1/apps",
+        "/service;a=b/marathon;c/v2/apps;d",
+        "/service/marathon/v2/x/..;y/apps",
+        "/service/marathon/v2/.;/apps",
+        "/service/marathon/x;/../v2/apps",
+        "/service/marathon/v2/apps%3bx",
+    ] {
+        let answer = raw(
+            proxy.addr,
+            &format!("GET {target} HTTP/1.1\r\nHost: localhost"),
+        )
+        .await;
+        assert_refused(&master, &answer, 403, "deny_paths");
+    }
+    // Other apps paths still pass, parameters and all.
+    let (status, answer) = raw(
+        proxy.addr,
+        "GET /service/marathon/v2/apps/web;v=1 HTTP/1.1\r\nHost: localhost",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        master.wait_for(1).await[0].target,
+        "/service/marathon/v2/apps/web;v=1",
+        "forwarded byte for byte"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 7: deny_methods and letter case
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn finding_07_deny_methods_match_case_insensitively() {
+    let (master, proxy) = start(&["--deny-methods", "DELETE,put,Move"], &[]).await;
+    for method in [
+        "DELETE", "delete", "Delete", "PUT", "put", "pUt", "MOVE", "move",
+    ] {
+        let answer = raw(
+            proxy.addr,
+            &format!("{method} /v2/apps/web HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0"),
+        )
+        .await;
+        assert_refused(&master, &answer, 403, "deny_methods");
+    }
+    // `connect` in lower case is no way around the CONNECT refusal either.
+    let answer = raw(
+        proxy.addr,
+        "connect master.example:443 HTTP/1.1\r\nHost: localhost",
+    )
+    .await;
+    assert_eq!(answer.0, 405, "{}", answer.1);
+    assert!(master.seen().is_empty());
+    let (status, _) = raw(proxy.addr, "get /ok HTTP/1.1\r\nHost: localhost").await;
+    assert_eq!(status, 200, "a method not denied passes");
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 8: the path secret in headers
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn finding_08_no_occurrence_of_the_path_secret_reaches_the_master_in_a_header() {
+    let (master, proxy) = start(&[], &[(ENV_PATH_SECRET, SECRET)]).await;
+    let port = proxy.addr.port();
+    let head = format!(
+        "GET /{SECRET}/ui/ HTTP/1.1\r\nHost: localhost:{port}\r\n\
+         Referer: http://localhost:{port}/{SECRET}/ui/?next=/{SECRET}/x&a={SECRET}\r\n\
+         X-Return-To: http://localhost:{port}/{SECRET}/{SECRET}/y\r\n\
+         X-Query: ?a={SECRET}&b=%2F{SECRET}\r\n\
+         X-Encoded: /%68ardening-secret-0123456789abcdef/z\r\n\
+         X-Nested: {}{SECRET}{}",
+        &SECRET[..10],
+        &SECRET[10..],
+    );
+    let (status, answer) = raw(proxy.addr, &head).await;
+    assert_eq!(status, 200, "{answer}");
+    let seen = master.wait_for(1).await;
+    let seen = &seen[0];
+    assert_eq!(seen.target, "/ui/");
+    for (name, value) in &seen.headers {
+        let v = String::from_utf8_lossy(value.as_bytes());
+        assert!(
+            !v.contains(SECRET) && !v.contains("%68ardening-secret"),
+            "{name}: {v}"
+        );
+    }
+    assert_eq!(
+        seen.headers["referer"],
+        format!("http://localhost:{port}/ui/?next=/x&a=")
+    );
+    assert_eq!(seen.headers["x-query"], "?a=&b=%2F");
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 11: browser edge cases
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn finding_11_same_site_fetches_without_an_allowed_origin_are_refused() {
+    let (master, proxy) = start(&[], &[]).await;
+    for site in ["same-site", "cross-site", "Same-Site", "something-new"] {
+        let answer = raw(
+            proxy.addr,
+            &format!("GET /img HTTP/1.1\r\nHost: localhost\r\nSec-Fetch-Site: {site}"),
+        )
+        .await;
+        assert_refused(&master, &answer, 403, "Sec-Fetch-Site");
+    }
+    for (i, site) in ["same-origin", "none", "None"].iter().enumerate() {
+        let (status, answer) = raw(
+            proxy.addr,
+            &format!("GET /ok HTTP/1.1\r\nHost: localhost\r\nSec-Fetch-Site: {site}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{site}: {answer}");
+        master.wait_for(i + 1).await;
+    }
+}
+
+#[tokio::test]
+async fn finding_11_client_forwarding_headers_are_stripped() {
+    let (master, proxy) = start(&[], &[]).await;
+    let (status, answer) = raw(
+        proxy.addr,
+        "GET /ok HTTP/1.1\r\nHost: localhost\r\nForwarded: for=10.0.0.1;proto=https\r\n\
+         X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n\
+         X-Forwarded-Prefix: /x\r\nX-Real-IP: 10.0.0.1\r\nX-Keep: yes",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let seen = &master.wait_for(1).await[0];
+    let mut names: Vec<&str> = seen.headers.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    for name in &names {
+        assert!(
+            !name.starts_with("x-forwarded-") && *name != "forwarded" && *name != "x-real-ip",
+            "{name} reached the master: {names:?}"
+        );
+    }
+    assert_eq!(seen.headers["x-keep"], "yes", "other headers pass");
+}
+
+#[tokio::test]
+async fn finding_11_cookies_are_not_forwarded_by_default() {
+    let (master, proxy) = start(&[], &[]).await;
+    let (status, answer) = raw(
+        proxy.addr,
+        "GET /ok HTTP/1.1\r\nHost: localhost\r\nCookie: other-app-session=abc\r\n\
+         Cookie: dcos-acs-auth-cookie=xyz",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let seen = &master.wait_for(1).await[0];
+    assert!(
+        !seen.headers.contains_key("cookie"),
+        "{:?}",
+        seen.headers.get_all("cookie")
+    );
+}
+
+#[tokio::test]
+async fn finding_11_asterisk_form_is_400_but_for_options() {
+    let (master, proxy) = start(&[], &[]).await;
+    for method in ["GET", "POST", "DELETE", "options"] {
+        let answer = raw(
+            proxy.addr,
+            &format!("{method} * HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0"),
+        )
+        .await;
+        assert_refused(&master, &answer, 400, "OPTIONS");
+    }
+    // HEAD: the same refusal, without a body.
+    let (status, answer) = raw(proxy.addr, "HEAD * HTTP/1.1\r\nHost: localhost").await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(master.seen().is_empty());
+    let (status, answer) = raw(proxy.addr, "OPTIONS * HTTP/1.1\r\nHost: localhost").await;
+    assert_ne!(status, 400, "{answer}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The opt-ins that open finding 11's defaults deliberately
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn forwarding_headers_and_cookies_pass_when_opted_in() {
+    let (master, proxy) = start(&["--pass-forwarding-headers", "--pass-cookies"], &[]).await;
+    let (status, answer) = raw(
+        proxy.addr,
+        "GET /ok HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 10.0.0.1\r\n\
+         Forwarded: for=10.0.0.1\r\nX-Real-IP: 10.0.0.1\r\nCookie: a=1",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let seen = &master.wait_for(1).await[0];
+    assert_eq!(seen.headers["x-forwarded-for"], "10.0.0.1");
+    assert_eq!(seen.headers["forwarded"], "for=10.0.0.1");
+    assert_eq!(seen.headers["x-real-ip"], "10.0.0.1");
+    assert_eq!(seen.headers["cookie"], "a=1");
+}
