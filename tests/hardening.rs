@@ -313,3 +313,45 @@ async fn forwarding_headers_and_cookies_pass_when_opted_in() {
     assert_eq!(seen.headers["x-real-ip"], "10.0.0.1");
     assert_eq!(seen.headers["cookie"], "a=1");
 }
+
+// ---------------------------------------------------------------------------------------
+// Finding 10: self-loops, the runtime guard
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn finding_10_a_request_carrying_our_own_via_marker_gets_508() {
+    let (master, proxy) = start(&[], &[]).await;
+    let (status, answer) = raw(
+        proxy.addr,
+        "GET /first HTTP/1.1\r\nHost: localhost\r\nVia: 1.1 front.example",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let seen = master.wait_for(1).await;
+    let via: Vec<String> = seen[0]
+        .headers
+        .get_all("via")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    // The client's entry is kept, and ours comes after it.
+    assert_eq!(via.len(), 2, "{via:?}");
+    assert_eq!(via[0], "1.1 front.example");
+    let ours = via[1].clone();
+    assert!(ours.starts_with("1.1 dcos-token-proxy-"), "{ours}");
+
+    // The same request coming round again, as through an alias of the proxy's address.
+    for value in [
+        ours.clone(),
+        format!("1.1 front.example, {ours}, 1.1 other"),
+    ] {
+        let answer = raw(
+            proxy.addr,
+            &format!("GET /again HTTP/1.1\r\nHost: localhost\r\nVia: {value}"),
+        )
+        .await;
+        assert_eq!(answer.0, 508, "{}", answer.1);
+        assert!(body_of(&answer.1).contains("loop detected"), "{}", answer.1);
+        assert_eq!(master.count(), 1, "nothing more forwarded");
+    }
+}

@@ -11,7 +11,11 @@
 //! `deny_methods`, `deny_paths`). A refused request gets a one-line answer saying what
 //! was refused and which setting would allow it deliberately; the master never sees it.
 //! An admitted request then loses what the master must not see ([`scrub`]): the path
-//! secret wherever else it appears, the client's forwarding headers and its cookies.
+//! secret wherever else it appears, the client's forwarding headers and its cookies;
+//! and it gains this proxy's loop marker, a `Via` entry with a random ID
+//! ([`LoopMarker`]). A request that arrives already carrying the marker has come round
+//! to this proxy again (a master URL that is an alias of the proxy's own address) and
+//! gets 508 Loop Detected instead of going round once more.
 //!
 //! Everything is compiled once at startup ([`Policy`], then [`Guard`]); a check does no
 //! I/O, takes no lock and allocates only with a path secret (the stripped target, and a
@@ -19,6 +23,7 @@
 //! `;` or dot segments when `deny_paths` is set, to list `X-Forwarded-*` names to
 //! remove, and to word a refusal.
 
+mod marker;
 mod path;
 mod policy;
 mod refusal;
@@ -29,6 +34,7 @@ use std::borrow::Cow;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, Method, Request, Version, header};
 
+pub use self::marker::LoopMarker;
 pub use self::path::{has_control_character, normalize_path, servlet_path};
 use self::policy::split_host_port;
 pub use self::policy::{
@@ -56,6 +62,7 @@ pub struct Guard {
     deny_methods: Vec<Method>,
     pass_forwarding_headers: bool,
     pass_cookies: bool,
+    marker: LoopMarker,
 }
 
 impl Guard {
@@ -93,7 +100,13 @@ impl Guard {
             deny_methods: policy.deny_methods.clone(),
             pass_forwarding_headers: policy.pass_forwarding_headers,
             pass_cookies: policy.pass_cookies,
+            marker: LoopMarker::new(),
         }
+    }
+
+    /// The `Via` entry this proxy adds to every request it admits.
+    pub fn loop_marker(&self) -> &LoopMarker {
+        &self.marker
     }
 
     /// What clients put before every path: `/<secret>`, or empty without a secret. For
@@ -120,6 +133,11 @@ impl Guard {
                 "both Content-Length and Transfer-Encoding (a request-smuggling shape, \
                  RFC 9112 §6.3); send one of them",
             ));
+        }
+        // Before anything else: a request of our own that came round again is never
+        // forwarded, whatever else it holds.
+        if self.marker.is_in(req.headers()) {
+            return Err(Refusal::Loop);
         }
         let method = req.method();
         // `http::Method` compares exactly: `connect` is an extension method to it.
@@ -202,6 +220,7 @@ impl Guard {
         if !self.pass_cookies {
             scrub::strip_cookies(req.headers_mut());
         }
+        self.marker.append_to(req.headers_mut());
         match stripped {
             Some(pq) => *req.uri_mut() = Uri::from(pq),
             None if req.uri().authority().is_some() => {

@@ -34,6 +34,8 @@ pub enum Refusal {
     DeniedMethod(String),
     /// The path matches a `deny_paths` rule (the rule is given).
     DeniedPath(String),
+    /// The request carries this proxy's own loop marker: it has come round again.
+    Loop,
 }
 
 impl Refusal {
@@ -42,6 +44,7 @@ impl Refusal {
         match self {
             Self::Connect => StatusCode::METHOD_NOT_ALLOWED,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Loop => StatusCode::LOOP_DETECTED,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -117,6 +120,12 @@ impl fmt::Display for Refusal {
                 f,
                 "{method} refused by the deny_methods setting (--deny-methods); remove it \
                  there to allow it"
+            ),
+            Self::Loop => f.write_str(
+                "loop detected: this request has already passed through this proxy (its Via \
+                 marker came back), so the master URL leads back to the proxy itself, e.g. \
+                 through an alias of its address; point core.dcos_url (or --upstream) at the \
+                 real DC/OS master",
             ),
             Self::DeniedPath(rule) => write!(
                 f,

@@ -301,7 +301,7 @@ impl Tracker {
             let again = self.load().await;
             if same(&seen, &again) {
                 match again {
-                    Ok(cfg) => self.publish(cfg),
+                    Ok(cfg) => self.publish(cfg).await,
                     Err(e) => self.problem(e),
                 }
                 return;
@@ -311,12 +311,13 @@ impl Tracker {
         tracing::debug!("the DC/OS config keeps changing; looking again at the next change");
     }
 
-    fn publish(&mut self, cfg: ClusterConfig) {
+    async fn publish(&mut self, cfg: ClusterConfig) {
         if let Some(local_addr) = self.local_addr
-            && crate::host::points_at(&cfg.dcos_url, local_addr)
+            && crate::host::resolves_to_self(&cfg.dcos_url, local_addr).await
         {
             return self.problem_text(format!(
-                "the master URL {} is this proxy's own address {}: requests would loop",
+                "the master URL {} leads to this proxy's own address {} (its host resolves \
+                 there): requests would loop",
                 cfg.dcos_url, local_addr
             ));
         }
