@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::SettingsError;
 use crate::files::{ReadError, read_bounded};
 use crate::types::{ClientAuth, LogFormat, WatchMode, parse_duration};
+use crate::upstream::route::ProxyText;
 
 /// The largest settings file read; anything bigger is not a settings file.
 const MAX_SETTINGS_FILE: u64 = 1024 * 1024;
@@ -84,6 +85,12 @@ pub struct UpstreamSection {
     pub response_timeout: Option<DurationSetting>,
     /// `upstream.connect_timeout`.
     pub connect_timeout: Option<DurationSetting>,
+    /// `upstream.proxy`: a proxy URL, or "none" to ignore the proxy variables.
+    pub proxy: Option<ProxyText>,
+    /// `upstream.proxy_command`: a command carrying each connection (`%h`, `%p`).
+    pub proxy_command: Option<String>,
+    /// `upstream.tls_server_name`: the name the master's certificate is checked against.
+    pub tls_server_name: Option<String>,
 }
 
 /// `[log]`: log format and level.
@@ -140,7 +147,10 @@ impl FileSettings {
     /// Parse the text of a settings file; `path` is only used in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, SettingsError> {
         toml::from_str(text).map_err(|e: toml::de::Error| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            let (line, column) = e
+                .span()
+                .map(|s| crate::text::line_col(text, s.start))
+                .unwrap_or((1, 1));
             SettingsError::Parse {
                 path: path.to_owned(),
                 line,
@@ -149,12 +159,4 @@ impl FileSettings {
             }
         })
     }
-}
-
-/// 1-based line and column of byte `offset` in `text`.
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text.as_bytes()[..offset.min(text.len())];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-    (line, column)
 }
