@@ -36,26 +36,6 @@ impl HostKind {
     }
 }
 
-/// Whether `url` would reach the listener bound at `local`, judged from its text only
-/// (no name resolution): for callers that cannot wait; [`resolves_to_self`] also sees
-/// aliases.
-pub(crate) fn points_at(url: &http::Uri, local: SocketAddr) -> bool {
-    let default_port = if url.scheme_str() == Some("https") {
-        443
-    } else {
-        80
-    };
-    if url.port_u16().unwrap_or(default_port) != local.port() {
-        return false;
-    }
-    let any = local.ip().is_unspecified();
-    match HostKind::of(url) {
-        Some(HostKind::Localhost) => any || local.ip().is_loopback(),
-        Some(HostKind::Ip(ip)) => any || ip == local.ip(),
-        Some(HostKind::Name) | None => false,
-    }
-}
-
 /// How long the self-loop check waits for a name to resolve; past it, the check passes
 /// and the runtime loop marker (see [`crate::guard::LoopMarker`]) is the defence.
 pub(crate) const LOOP_CHECK_RESOLVE_TIMEOUT: std::time::Duration =

@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 
 use crate::dcos::config::{ClusterConfig, ConfigError};
 use crate::guard::Guard;
-use crate::host::points_at;
+use crate::host::resolves_to_self;
 use crate::listener::{Listener, UnixSocketError};
 use crate::proxy::stack::{self, StackConfig};
 use crate::settings::Settings;
@@ -104,9 +104,9 @@ impl Proxy {
     /// Set up the upstream for `cluster` and bind the listen address.
     pub async fn bind(settings: &Settings, cluster: &ClusterConfig) -> Result<Self, StartError> {
         let upstream = Upstream::new(cluster, &settings.client_options())?;
-        let proxy = Self::bind_with(settings, Some(cluster), |local_addr| {
+        let proxy = Self::bind_with(settings, Some(cluster), |local_addr, loops| {
             if let Some(local_addr) = local_addr
-                && points_at(&cluster.dcos_url, local_addr)
+                && loops
             {
                 return Err(StartError::Loop {
                     url: upstream.url.clone(),
@@ -123,7 +123,7 @@ impl Proxy {
     /// Bind the listen address with no cluster set up yet (`why` says what is missing
     /// and how to fix it): requests get 503 until [`Proxy::follow`] finds a config.
     pub async fn bind_waiting(settings: &Settings, why: &ConfigError) -> Result<Self, StartError> {
-        Self::bind_with(settings, None, |_| {
+        Self::bind_with(settings, None, |_, _| {
             tracing::warn!("{why}; waiting for it (requests get 503 until then)");
             Ok(Snapshot::Waiting(why.to_string().into()))
         })
@@ -133,7 +133,7 @@ impl Proxy {
     async fn bind_with(
         settings: &Settings,
         initial: Option<&ClusterConfig>,
-        first: impl FnOnce(Option<SocketAddr>) -> Result<Snapshot, StartError>,
+        first: impl FnOnce(Option<SocketAddr>, bool) -> Result<Snapshot, StartError>,
     ) -> Result<Self, StartError> {
         let (listener, local_addr) = match &settings.listen {
             ListenAddr::Tcp(addr) => {
@@ -156,7 +156,13 @@ impl Proxy {
                 }));
             }
         };
-        let (published, rereads) = Published::new(first(local_addr)?);
+        // Whether the initial master URL leads back to the address just bound, by the
+        // addresses its host resolves to (aliases such as 127.1 or 0.0.0.0 included).
+        let loops = match (initial, local_addr) {
+            (Some(cluster), Some(addr)) => resolves_to_self(&cluster.dcos_url, addr).await,
+            _ => false,
+        };
+        let (published, rereads) = Published::new(first(local_addr, loops)?);
         let published = Arc::new(published);
         if let Some(addr) = local_addr.filter(|_| !settings.listen.is_local()) {
             let hosts: Vec<String> = settings

@@ -355,3 +355,37 @@ async fn finding_10_a_request_carrying_our_own_via_marker_gets_508() {
         assert_eq!(master.count(), 1, "nothing more forwarded");
     }
 }
+
+#[tokio::test]
+async fn finding_10_a_master_url_that_is_an_alias_of_the_listen_address_stops_startup() {
+    for host in [
+        "127.1",
+        "0.0.0.0",
+        "[::ffff:127.0.0.1]",
+        "2130706433",
+        "localhost",
+    ] {
+        // A port free a moment ago, for the proxy to listen on: the master URL must name
+        // it before the proxy binds it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut settings = settings_with(&[], &[]);
+        settings.listen =
+            dcos_token_proxy::types::ListenAddr::Tcp(format!("127.0.0.1:{port}").parse().unwrap());
+        let url = format!("http://{host}:{port}");
+        let started = dcos_token_proxy::Proxy::bind(
+            &settings,
+            &cluster(&url, Some(VALID), SslVerify::System),
+        )
+        .await;
+        let Err(e) = started else {
+            panic!("{url} started although it is the proxy itself");
+        };
+        assert!(
+            matches!(e, dcos_token_proxy::StartError::Loop { .. }),
+            "{url}: {e}"
+        );
+    }
+}
