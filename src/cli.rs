@@ -124,6 +124,16 @@ pub struct Cli {
           default_missing_value = "true", env = "DCOS_TOKEN_PROXY_PASS_COOKIES")]
     pub pass_cookies: Option<bool>,
 
+    /// Protocols a client may switch to with Upgrade, comma-separated; others get 403.
+    /// A switched connection's content is not filtered [default: websocket]
+    #[arg(
+        long,
+        value_name = "PROTOCOLS",
+        value_delimiter = ',',
+        env = "DCOS_TOKEN_PROXY_ALLOWED_UPGRADES"
+    )]
+    pub allowed_upgrades: Vec<String>,
+
     /// The most client connections served at once; more wait [default: 1024]
     #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,

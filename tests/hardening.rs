@@ -389,3 +389,37 @@ async fn finding_10_a_master_url_that_is_an_alias_of_the_listen_address_stops_st
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Finding 5: upgrades other than WebSocket
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn finding_05_only_websocket_upgrades_are_forwarded_by_default() {
+    let (master, proxy) = start(&[], &[]).await;
+    for upgrade in ["h2c", "websocket, h2c", "TLS/1.0", "foo"] {
+        let answer = raw(
+            proxy.addr,
+            &format!(
+                "GET /ok HTTP/1.1\r\nHost: localhost\r\nUpgrade: {upgrade}\r\n\
+                 Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"
+            ),
+        )
+        .await;
+        assert_refused(&master, &answer, 403, "allowed_upgrades");
+    }
+    // WebSocket (any letter case) still passes.
+    assert_eq!(common::ws_echo(proxy.addr, "hi").await, "hi");
+}
+
+#[tokio::test]
+async fn other_upgrades_pass_when_opted_in() {
+    let (master, proxy) = start(&["--allowed-upgrades", "websocket,h2c"], &[]).await;
+    let (status, answer) = raw(
+        proxy.addr,
+        "GET /ok HTTP/1.1\r\nHost: localhost\r\nUpgrade: h2c\r\nConnection: Upgrade",
+    )
+    .await;
+    assert_eq!(status, 200, "the fake master does not switch: {answer}");
+    assert_eq!(master.wait_for(1).await[0].headers["upgrade"], "h2c");
+}

@@ -38,8 +38,9 @@ pub use self::marker::LoopMarker;
 pub use self::path::{has_control_character, normalize_path, servlet_path};
 use self::policy::split_host_port;
 pub use self::policy::{
-    DEFAULT_ALLOWED_HOSTS, DEFAULT_PASS_COOKIES, DEFAULT_PASS_FORWARDING_HEADERS, DenyPaths,
-    HostPattern, MIN_PATH_SECRET_LEN, PathSecret, Policy, PolicyError, READ_ONLY_METHODS,
+    DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_UPGRADES, DEFAULT_PASS_COOKIES,
+    DEFAULT_PASS_FORWARDING_HEADERS, DenyPaths, HostPattern, MIN_PATH_SECRET_LEN, PathSecret,
+    Policy, PolicyError, READ_ONLY_METHODS,
 };
 pub use self::refusal::Refusal;
 use self::refusal::{quoted, quoted_value};
@@ -62,6 +63,7 @@ pub struct Guard {
     deny_methods: Vec<Method>,
     pass_forwarding_headers: bool,
     pass_cookies: bool,
+    allowed_upgrades: Vec<String>,
     marker: LoopMarker,
 }
 
@@ -100,6 +102,7 @@ impl Guard {
             deny_methods: policy.deny_methods.clone(),
             pass_forwarding_headers: policy.pass_forwarding_headers,
             pass_cookies: policy.pass_cookies,
+            allowed_upgrades: policy.allowed_upgrades.clone(),
             marker: LoopMarker::new(),
         }
     }
@@ -181,6 +184,7 @@ impl Guard {
         {
             return Err(Refusal::ReadOnly(method.to_string()));
         }
+        self.check_upgrade(req.headers())?;
         // Case-insensitively: `delete` is an extension method to `http::Method`, and a
         // server behind the proxy may still treat it as DELETE.
         let denied = self
@@ -232,6 +236,38 @@ impl Guard {
                 *req.uri_mut() = Uri::from(pq);
             }
             None => {}
+        }
+        Ok(())
+    }
+
+    /// RFC 9110 §7.8: `Upgrade` lists protocols (`name[/version]`, comma-separated);
+    /// in a request that asks to switch (`Connection: upgrade`), every one must be
+    /// allowed. A tunnel's content is never filtered, so this is the only say the proxy
+    /// has over what a switched connection carries. (Without the `upgrade` option,
+    /// `Upgrade` is a plain hop-by-hop field, removed before forwarding.)
+    fn check_upgrade(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let asks = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|opt| opt.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+        if !asks {
+            return Ok(());
+        }
+        for value in headers.get_all(header::UPGRADE) {
+            let Ok(text) = value.to_str() else {
+                return Err(Refusal::Upgrade(quoted_value(value)));
+            };
+            for proto in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let name = proto.split('/').next().unwrap_or_default().trim();
+                let allowed = self
+                    .allowed_upgrades
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(name));
+                if !allowed {
+                    return Err(Refusal::Upgrade(quoted(proto)));
+                }
+            }
         }
         Ok(())
     }
@@ -641,6 +677,7 @@ mod tests {
             (Refusal::ReadOnly("POST".into()), "read_only"),
             (Refusal::DeniedMethod("POST".into()), "deny_methods"),
             (Refusal::DeniedPath("r".into()), "deny_paths"),
+            (Refusal::Upgrade("h2c".into()), "allowed_upgrades"),
             (Refusal::PathSecret, "base URL"),
         ];
         for (r, needle) in cases {

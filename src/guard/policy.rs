@@ -28,6 +28,12 @@ pub const DEFAULT_PASS_FORWARDING_HEADERS: bool = false;
 /// separated by port), and the master authenticates the proxy by its token.
 pub const DEFAULT_PASS_COOKIES: bool = false;
 
+/// The protocols a client may switch to (RFC 9110 §7.8 `Upgrade`) by default: only
+/// WebSocket, which the DC/OS CLI's `task exec`, the UI's logs and terminals use. A
+/// tunnel's content is not filtered, so another protocol behind a master that switches
+/// (`h2c`) would carry requests past every rule.
+pub const DEFAULT_ALLOWED_UPGRADES: [&str; 1] = ["websocket"];
+
 /// Random bytes in a generated path secret (hex-encoded: 64 characters, 256 bits).
 const GENERATED_SECRET_BYTES: usize = 32;
 
@@ -292,6 +298,9 @@ pub struct Policy {
     pub pass_forwarding_headers: bool,
     /// `pass_cookies`: forward a client's `Cookie` (removed by default).
     pub pass_cookies: bool,
+    /// `allowed_upgrades`: protocol names (lowercase, no version) a client may ask to
+    /// switch to.
+    pub allowed_upgrades: Vec<String>,
 }
 
 impl Default for Policy {
@@ -308,6 +317,7 @@ impl Default for Policy {
             deny_methods: Vec::new(),
             pass_forwarding_headers: DEFAULT_PASS_FORWARDING_HEADERS,
             pass_cookies: DEFAULT_PASS_COOKIES,
+            allowed_upgrades: DEFAULT_ALLOWED_UPGRADES.map(String::from).to_vec(),
         }
     }
 }
@@ -324,6 +334,28 @@ impl Policy {
     pub fn origins(list: &[String]) -> Result<Vec<String>, PolicyError> {
         list.iter()
             .map(|o| parse_origin(o).map_err(|m| policy_error("allowed_origins", m)))
+            .collect()
+    }
+
+    /// Validate `allowed_upgrades` entries: protocol names (RFC 9110 §7.8 tokens),
+    /// lower-cased.
+    pub fn upgrades(list: &[String]) -> Result<Vec<String>, PolicyError> {
+        list.iter()
+            .map(|u| {
+                let name = u.trim().to_ascii_lowercase();
+                let token = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if token {
+                    Ok(name)
+                } else {
+                    Err(policy_error(
+                        "allowed_upgrades",
+                        format!("invalid protocol name {u:?} (e.g. websocket)"),
+                    ))
+                }
+            })
             .collect()
     }
 

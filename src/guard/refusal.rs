@@ -34,6 +34,8 @@ pub enum Refusal {
     DeniedMethod(String),
     /// The path matches a `deny_paths` rule (the rule is given).
     DeniedPath(String),
+    /// An `Upgrade` to a protocol outside `allowed_upgrades` (the protocol is given).
+    Upgrade(String),
     /// The request carries this proxy's own loop marker: it has come round again.
     Loop,
 }
@@ -120,6 +122,13 @@ impl fmt::Display for Refusal {
                 f,
                 "{method} refused by the deny_methods setting (--deny-methods); remove it \
                  there to allow it"
+            ),
+            Self::Upgrade(proto) => write!(
+                f,
+                "upgrade to {proto:?} refused by the allowed_upgrades setting (default: \
+                 websocket only): the content of a switched connection is not filtered; add \
+                 the protocol to allowed_upgrades (--allowed-upgrades) to allow it \
+                 deliberately"
             ),
             Self::Loop => f.write_str(
                 "loop detected: this request has already passed through this proxy (its Via \

@@ -48,6 +48,8 @@ pub struct FileSettings {
     pub pass_forwarding_headers: Option<bool>,
     /// `pass_cookies`: forward a client's `Cookie`.
     pub pass_cookies: Option<bool>,
+    /// `allowed_upgrades`: protocols a client may switch to.
+    pub allowed_upgrades: Option<Vec<String>>,
     /// `max_connections`.
     pub max_connections: Option<usize>,
     /// `max_header_bytes`.

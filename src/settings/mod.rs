@@ -306,6 +306,9 @@ fn resolve_policy(cli: &Cli, file: &FileSettings, env: &Env) -> Result<Policy, S
         }
     }
     p.read_only = cli.read_only.or(file.read_only).unwrap_or(false);
+    if let Some(list) = pick_list(&cli.allowed_upgrades, &file.allowed_upgrades) {
+        p.allowed_upgrades = Policy::upgrades(list).map_err(from_guard)?;
+    }
     p.pass_forwarding_headers = cli
         .pass_forwarding_headers
         .or(file.pass_forwarding_headers)
