@@ -5,7 +5,10 @@
 //! - a header read timeout, which hyper starts whenever a connection waits for a request
 //!   head and does not extend while bytes trickle in (slowloris); it also closes idle
 //!   keep-alive connections;
-//! - a maximum request-head size (hyper answers 431 above it);
+//! - a maximum request-head size, exact: the connection's byte scan counts each head
+//!   and the guard answers 431 to one over `max_header_bytes`; hyper's own buffer limit
+//!   (which is not a head-size limit) is set to [`HYPER_BUF_FACTOR`] times that, so that
+//!   it never cuts a head the scan would have let through;
 //! - a maximum number of connections served at once: the accept loop waits for a free
 //!   slot (the kernel's backlog holds the rest), and stops waiting at shutdown. This is a
 //!   semaphore in the accept loop, not tower's `ConcurrencyLimit` layer, which limits
@@ -14,7 +17,7 @@
 //!
 //! Each connection gets its own clone of the request path ([`Stack`], built once by the
 //! caller), adapted to hyper by `Connection`, which also tags the request that the
-//! connection's byte scan found a smuggling shape in.
+//! connection's byte scan found a smuggling shape or an oversized head in.
 //!
 //! Shutdown stops accepting at once, asks every connection to finish its in-flight
 //! request and close, waits up to the grace period (tunnels included), then returns.
@@ -45,13 +48,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use pin_project_lite::pin_project;
 use tokio::sync::{Semaphore, watch};
 
-use crate::framing::{Findings, FramingConflict, ScanIo};
+use crate::framing::{Findings, FramingConflict, OversizedHead, ScanIo};
 use crate::listener::{Listener, Peer};
 use crate::proxy::stack::Stack;
 use crate::proxy::upgrade::Tunnels;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// hyper's read-buffer limit as a multiple of `max_header_bytes`: above the head limit,
+/// so that heads up to it are always parsed (and those a little over it answered 431 by
+/// the guard, naming the setting); hyper answers 431 itself only to far larger ones.
+pub const HYPER_BUF_FACTOR: usize = 2;
 
 /// Connection limits and timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +91,7 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.saturating_mul(HYPER_BUF_FACTOR))
         .keep_alive(true);
     let mut shutdown = pin!(shutdown);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -127,7 +135,7 @@ pub async fn serve(
         let mut stop = drain.subscribe();
         // The one smuggling shape hyper accepts is found in the raw bytes; the request
         // is tagged by the connection's service and refused by the guard.
-        let (stream, findings) = ScanIo::new(stream);
+        let (stream, findings) = ScanIo::with_head_limit(stream, limits.max_header_bytes);
         let service = Connection::new(stack.clone(), findings);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -171,7 +179,8 @@ pub async fn serve(
 /// tower service needs `&mut self`, so the connection's own clone of the stack sits in a
 /// `RefCell` (borrowed only for the synchronous `call`, never across an await). No
 /// per-request clone of the stack. Also tags the request whose head the connection's
-/// byte scan found both `Content-Length` and `Transfer-Encoding` in.
+/// byte scan found both `Content-Length` and `Transfer-Encoding` in, or found larger
+/// than `max_header_bytes`.
 struct Connection<S> {
     stack: RefCell<S>,
     findings: Arc<Findings>,
@@ -208,6 +217,9 @@ where
         self.served.set(index + 1);
         if self.findings.conflict(index) {
             req.extensions_mut().insert(FramingConflict);
+        }
+        if self.findings.oversized(index) {
+            req.extensions_mut().insert(OversizedHead);
         }
         let mut stack = self.stack.borrow_mut();
         // Every layer is always ready (none applies back-pressure), so one poll answers.

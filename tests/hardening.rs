@@ -423,3 +423,66 @@ async fn other_upgrades_pass_when_opted_in() {
     assert_eq!(status, 200, "the fake master does not switch: {answer}");
     assert_eq!(master.wait_for(1).await[0].headers["upgrade"], "h2c");
 }
+
+// ---------------------------------------------------------------------------------------
+// Finding 6: max_header_bytes is exact
+// ---------------------------------------------------------------------------------------
+
+/// A head of exactly `size` bytes (request line, `Host`, filler headers of at most
+/// `per_header` bytes each, `Connection: close`, the blank line).
+fn head_of(size: usize, per_header: usize) -> String {
+    let start = "GET /big HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
+    let mut head = start.to_owned();
+    let mut i = 0;
+    // Each filler line is `X-Fill-NN: aaa…\r\n`.
+    while size - head.len() - 2 > 0 {
+        let left = size - head.len() - 2;
+        let name = format!("X-Fill-{i:02}: ");
+        let room = left.min(per_header);
+        if room < name.len() + 3 {
+            // Too little room for another header: lengthen the previous one.
+            head.insert_str(head.len() - 2, &"a".repeat(left));
+            break;
+        }
+        head.push_str(&name);
+        head.push_str(&"a".repeat(room - name.len() - 2));
+        head.push_str("\r\n");
+        i += 1;
+    }
+    head.push_str("\r\n");
+    assert_eq!(head.len(), size);
+    head
+}
+
+#[tokio::test]
+async fn finding_06_a_head_one_byte_over_max_header_bytes_is_431() {
+    // The default, 64 KiB.
+    let (master, proxy) = start(&[], &[]).await;
+    let limit = 64 * 1024;
+    for (size, per_header) in [
+        (70_000, 70_000),   // one big header
+        (100_000, 4_000),   // 25 headers
+        (limit + 1, 2_000), // one byte over
+    ] {
+        let answer = raw_exchange(proxy.addr, head_of(size, per_header).as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 431"),
+            "{size} bytes: {}",
+            &answer[..answer.len().min(300)]
+        );
+        assert!(master.seen().is_empty(), "{size} bytes reached the master");
+    }
+    let answer = raw_exchange(proxy.addr, head_of(limit, 2_000).as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "exactly the limit passes: {answer}"
+    );
+
+    // A lowered limit.
+    let (master, proxy) = start(&["--max-header-bytes", "9000"], &[]).await;
+    let answer = raw_exchange(proxy.addr, head_of(9001, 9001).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(master.seen().is_empty());
+    let answer = raw_exchange(proxy.addr, head_of(9000, 9000).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

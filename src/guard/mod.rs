@@ -44,7 +44,7 @@ pub use self::policy::{
 };
 pub use self::refusal::Refusal;
 use self::refusal::{quoted, quoted_value};
-use crate::framing::FramingConflict;
+use crate::framing::{FramingConflict, OversizedHead};
 
 /// The Fetch Metadata header that says where a browser request came from.
 const SEC_FETCH_SITE: &str = "sec-fetch-site";
@@ -131,6 +131,9 @@ impl Guard {
     }
 
     fn check_inner<B>(&self, req: &mut Request<B>) -> Result<(), Refusal> {
+        if req.extensions().get::<OversizedHead>().is_some() {
+            return Err(Refusal::HeadTooLarge);
+        }
         if req.extensions().get::<FramingConflict>().is_some() {
             return Err(Refusal::Malformed(
                 "both Content-Length and Transfer-Encoding (a request-smuggling shape, \
@@ -678,6 +681,7 @@ mod tests {
             (Refusal::DeniedMethod("POST".into()), "deny_methods"),
             (Refusal::DeniedPath("r".into()), "deny_paths"),
             (Refusal::Upgrade("h2c".into()), "allowed_upgrades"),
+            (Refusal::HeadTooLarge, "max_header_bytes"),
             (Refusal::PathSecret, "base URL"),
         ];
         for (r, needle) in cases {

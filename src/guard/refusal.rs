@@ -34,6 +34,8 @@ pub enum Refusal {
     DeniedMethod(String),
     /// The path matches a `deny_paths` rule (the rule is given).
     DeniedPath(String),
+    /// The request head is larger than `max_header_bytes`.
+    HeadTooLarge,
     /// An `Upgrade` to a protocol outside `allowed_upgrades` (the protocol is given).
     Upgrade(String),
     /// The request carries this proxy's own loop marker: it has come round again.
@@ -47,6 +49,7 @@ impl Refusal {
             Self::Connect => StatusCode::METHOD_NOT_ALLOWED,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::Loop => StatusCode::LOOP_DETECTED,
+            Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -64,6 +67,10 @@ impl Refusal {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         );
+        if *self == Self::HeadTooLarge {
+            // The body (if any) was never read: this connection ends with the answer.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if *self == Self::Connect {
             h.insert(
                 header::ALLOW,
@@ -122,6 +129,11 @@ impl fmt::Display for Refusal {
                 f,
                 "{method} refused by the deny_methods setting (--deny-methods); remove it \
                  there to allow it"
+            ),
+            Self::HeadTooLarge => f.write_str(
+                "request head too large: the request line and headers together exceed \
+                 max_header_bytes (--max-header-bytes); send smaller headers (e.g. fewer \
+                 cookies), or raise the limit",
             ),
             Self::Upgrade(proto) => write!(
                 f,
