@@ -210,6 +210,12 @@ pub struct Cli {
           env = "DCOS_TOKEN_PROXY_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Option<Duration>,
 
+    /// Time a request body may go without a byte once its headers are in; past it the
+    /// client gets 408 and the request to the master is abandoned [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "DCOS_TOKEN_PROXY_BODY_IDLE_TIMEOUT")]
+    pub body_idle_timeout: Option<Duration>,
+
     /// On SIGINT/SIGTERM, time given to in-flight requests before exiting [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
           env = "DCOS_TOKEN_PROXY_SHUTDOWN_GRACE")]

@@ -263,6 +263,7 @@ impl Proxy {
             max_header_bytes: self.settings.max_header_bytes,
             max_connections: self.settings.max_connections,
             grace: self.settings.shutdown_grace,
+            body_idle_timeout: self.settings.body_idle_timeout,
         };
         // Built once; the server owns the drain signal and gives tunnels their handle.
         let config = self.stack;

@@ -52,6 +52,7 @@ use crate::framing::{Findings, FramingConflict, OversizedHead, ScanIo};
 use crate::listener::{Listener, Peer};
 use crate::proxy::stack::Stack;
 use crate::proxy::upgrade::Tunnels;
+use crate::upstream::IdleBody;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -72,6 +73,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time given to in-flight requests at shutdown.
     pub grace: Duration,
+    /// Time a request body may go without a byte once it is being read.
+    pub body_idle_timeout: Duration,
 }
 
 /// Serve `listener` with the stack that `build` makes (given the handle tunnels hold)
@@ -136,7 +139,7 @@ pub async fn serve(
         // The one smuggling shape hyper accepts is found in the raw bytes; the request
         // is tagged by the connection's service and refused by the guard.
         let (stream, findings) = ScanIo::with_head_limit(stream, limits.max_header_bytes);
-        let service = Connection::new(stack.clone(), findings);
+        let service = Connection::new(stack.clone(), findings, limits.body_idle_timeout);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -186,14 +189,17 @@ struct Connection<S> {
     findings: Arc<Findings>,
     /// Requests served so far on this connection.
     served: Cell<usize>,
+    /// Each request body's idle limit ([`IdleBody`]).
+    body_idle_timeout: Duration,
 }
 
 impl<S> Connection<S> {
-    fn new(stack: S, findings: Arc<Findings>) -> Self {
+    fn new(stack: S, findings: Arc<Findings>, body_idle_timeout: Duration) -> Self {
         Self {
             stack: RefCell::new(stack),
             findings,
             served: Cell::new(0),
+            body_idle_timeout,
         }
     }
 }
@@ -206,7 +212,7 @@ pub struct NotReady;
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Connection<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S: tower::Service<Request<IdleBody<Incoming>>, Response = Response<B>, Error = Infallible>,
 {
     type Response = Response<B>;
     type Error = NotReady;
@@ -221,6 +227,8 @@ where
         if self.findings.oversized(index) {
             req.extensions_mut().insert(OversizedHead);
         }
+        let timeout = self.body_idle_timeout;
+        let req = req.map(|body| IdleBody::new(body, timeout));
         let mut stack = self.stack.borrow_mut();
         // Every layer is always ready (none applies back-pressure), so one poll answers.
         match stack.poll_ready(&mut Context::from_waker(Waker::noop())) {

@@ -486,3 +486,42 @@ async fn finding_06_a_head_one_byte_over_max_header_bytes_is_431() {
     let answer = raw_exchange(proxy.addr, head_of(9000, 9000).as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Finding 2: slow request bodies
+// ---------------------------------------------------------------------------------------
+
+/// Uploads that send their headers and one chunk, then nothing: each gets 408 once the
+/// body idle timeout passes, the master's side of each is abandoned, and a fresh request
+/// is answered meanwhile.
+#[tokio::test]
+async fn finding_02_a_stalled_request_body_gets_408_and_the_upstream_request_is_aborted() {
+    const STALLED: usize = 20;
+    let (master, proxy) = start(&["--body-idle-timeout", "1s"], &[]).await;
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let addr = proxy.addr;
+        stalled.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(
+                &mut s,
+                b"POST /exec-input HTTP/1.1\r\nHost: localhost\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+            )
+            .await
+            .unwrap();
+            // Nothing more is sent; the answer is read with the connection still open.
+            tokio::time::timeout(Duration::from_secs(10), common::read_head(&mut s))
+                .await
+                .expect("a stalled upload is answered within 10 s")
+        }));
+    }
+    master.wait_for(STALLED).await;
+    let (status, answer) = raw(proxy.addr, "GET /fresh HTTP/1.1\r\nHost: localhost").await;
+    assert_eq!(status, 200, "{answer}");
+    for task in stalled {
+        let head = task.await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    }
+    master.wait_inputs_aborted(STALLED).await;
+}

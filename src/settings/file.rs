@@ -27,6 +27,8 @@ pub struct FileSettings {
     pub shutdown_grace: Option<DurationSetting>,
     /// `header_read_timeout`: e.g. "10s".
     pub header_read_timeout: Option<DurationSetting>,
+    /// `body_idle_timeout`: e.g. "60s".
+    pub body_idle_timeout: Option<DurationSetting>,
     /// `allow_remote`: permit a non-loopback `listen` address.
     pub allow_remote: Option<bool>,
     /// `allowed_hosts`: `Host` patterns.

@@ -35,6 +35,11 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// starts this timer whenever a connection waits for a request head, so it is also how
 /// long an idle keep-alive connection stays open.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body may go without a byte once its headers are in: past it, the
+/// client gets 408 and the request to the master is abandoned. A streamed upload that
+/// pauses longer than this (an interactive input stream with no keep-alive records)
+/// needs a higher `body_idle_timeout`.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most client connections served at once; more wait in the kernel's backlog until
 /// one closes. High for a local proxy: browsers open 6 per host, dashboards a few more.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -109,6 +114,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Client header read timeout.
     pub header_read_timeout: Duration,
+    /// Request body idle timeout.
+    pub body_idle_timeout: Duration,
     /// Upstream response-header timeout.
     pub response_timeout: Duration,
     /// Upstream TCP connect timeout.
@@ -136,6 +143,7 @@ impl Default for Settings {
             client_auth: ClientAuth::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             route: RouteOptions::default(),
@@ -182,6 +190,17 @@ impl Settings {
             cli.header_read_timeout,
             file.header_read_timeout,
         );
+        pick_duration(
+            &mut s.body_idle_timeout,
+            cli.body_idle_timeout,
+            file.body_idle_timeout,
+        );
+        if s.body_idle_timeout.is_zero() {
+            return Err(invalid(
+                "body_idle_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
         pick_duration(
             &mut s.response_timeout,
             cli.response_timeout,

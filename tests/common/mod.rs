@@ -92,6 +92,8 @@ struct State {
     release: Notify,
     /// Sizes of request-body chunks as `/exec-input` receives them.
     chunks: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
+    /// `/exec-input` bodies that ended in an error (the proxy abandoned the request).
+    inputs_aborted: std::sync::atomic::AtomicUsize,
 }
 
 /// The fake master.
@@ -210,6 +212,26 @@ impl FakeMaster {
     }
 
     /// Receive each `/exec-input` request-body chunk as the master reads it.
+    /// How many `/exec-input` request bodies ended in an error rather than their end.
+    pub fn inputs_aborted(&self) -> usize {
+        self.state
+            .inputs_aborted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wait until at least `n` `/exec-input` bodies were abandoned.
+    pub async fn wait_inputs_aborted(&self, n: usize) {
+        loop {
+            let notified = self.state.arrived.notified();
+            if self.inputs_aborted() >= n {
+                return;
+            }
+            tokio::time::timeout(Duration::from_secs(10), notified)
+                .await
+                .expect("the abandoned uploads did not end at the master within 10 s");
+        }
+    }
+
     pub fn chunk_events(&self) -> mpsc::UnboundedReceiver<Bytes> {
         let (tx, rx) = mpsc::unbounded_channel();
         *self.state.chunks.lock().unwrap() = Some(tx);
@@ -324,7 +346,14 @@ async fn master_route(
             let tx = state.chunks.lock().unwrap().clone();
             let mut body = req.into_body();
             let mut total = 0usize;
-            while let Some(Ok(frame)) = body.frame().await {
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    state
+                        .inputs_aborted
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    state.arrived.notify_waiters();
+                    break;
+                };
                 if let Ok(data) = frame.into_data() {
                     total += data.len();
                     if let Some(tx) = &tx {
