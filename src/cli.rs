@@ -138,6 +138,16 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// The most WebSocket (and other upgraded) tunnels open at once; more get 503; 0
+    /// refuses every upgrade [default: 512]
+    #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_MAX_TUNNELS")]
+    pub max_tunnels: Option<usize>,
+
+    /// Close a tunnel after this long with no byte in either direction [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "DCOS_TOKEN_PROXY_TUNNEL_IDLE_TIMEOUT")]
+    pub tunnel_idle_timeout: Option<Duration>,
+
     /// The largest request head (request line + headers) in bytes; larger gets 431
     /// [default: 65536]
     #[arg(long, value_name = "BYTES", env = "DCOS_TOKEN_PROXY_MAX_HEADER_BYTES")]

@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod dcos;
 pub mod env;
+pub mod fdlimit;
 pub mod files;
 pub mod framing;
 pub mod guard;
@@ -264,6 +265,8 @@ impl Proxy {
             max_connections: self.settings.max_connections,
             grace: self.settings.shutdown_grace,
             body_idle_timeout: self.settings.body_idle_timeout,
+            max_tunnels: self.settings.max_tunnels,
+            tunnel_idle_timeout: self.settings.tunnel_idle_timeout,
         };
         // Built once; the server owns the drain signal and gives tunnels their handle.
         let config = self.stack;

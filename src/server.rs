@@ -75,6 +75,10 @@ pub struct Limits {
     pub grace: Duration,
     /// Time a request body may go without a byte once it is being read.
     pub body_idle_timeout: Duration,
+    /// Tunnels open at once.
+    pub max_tunnels: usize,
+    /// Time a tunnel may carry nothing before it is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// Serve `listener` with the stack that `build` makes (given the handle tunnels hold)
@@ -89,7 +93,11 @@ pub async fn serve(
     // Shutdown signal and in-flight tracking: every connection and tunnel holds a
     // receiver; `send` asks them to wind down, `closed` waits until they have.
     let (drain, _) = watch::channel(());
-    let stack = build(Tunnels::new(drain.clone()));
+    let stack = build(Tunnels::with_limits(
+        drain.clone(),
+        limits.max_tunnels,
+        Some(limits.tunnel_idle_timeout),
+    ));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -99,6 +107,8 @@ pub async fn serve(
     let mut shutdown = pin!(shutdown);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut at_limit = false;
+    // Within a run of failed accepts, only the first is logged.
+    let mut accept_failing = false;
 
     loop {
         let permit = match slots.clone().try_acquire_owned() {
@@ -126,11 +136,29 @@ pub async fn serve(
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    if std::mem::take(&mut accept_failing) {
+                        tracing::info!("accepting connections again");
+                    }
+                    pair
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
+                    // EMFILE/ENFILE (out of file descriptors) and the like: the waiting
+                    // connection stays in the backlog; back off, and keep serving the
+                    // open ones, which free descriptors as they close.
+                    if !std::mem::replace(&mut accept_failing, true) {
+                        tracing::warn!(
+                            error = %e,
+                            "accept failed (out of file descriptors?); retrying every {} ms \
+                             while serving the open connections (not logged again until it \
+                             recovers)",
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,

@@ -525,3 +525,152 @@ async fn finding_02_a_stalled_request_body_gets_408_and_the_upstream_request_is_
     }
     master.wait_inputs_aborted(STALLED).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Finding 1: tunnels and file descriptors
+// ---------------------------------------------------------------------------------------
+
+/// A WebSocket handshake for `/ws`.
+const WS_HANDSHAKE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// Send a WebSocket handshake; the connection and the head of the answer.
+async fn open_tunnel(addr: SocketAddr) -> (tokio::net::TcpStream, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, WS_HANDSHAKE)
+        .await
+        .unwrap();
+    let head = common::read_head(&mut s).await;
+    (s, head)
+}
+
+/// The open-files limit the child gets: (128 - 64 reserved) / 2 = 32 slots, so at most
+/// 16 tunnels and 16 connections.
+const CHILD_NOFILE: u64 = 128;
+
+/// The real binary with `RLIMIT_NOFILE` lowered to [`CHILD_NOFILE`] (soft and hard), in
+/// front of `master`; its stderr goes to `stderr`.
+fn spawn_with_low_nofile(master: &FakeMaster, home: &std::path::Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let stderr = std::fs::File::create(home.join("stderr")).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dcos-token-proxy"));
+    cmd.args(["--upstream", &master.url, "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("HOME", home)
+        .env("DCOS_ACS_TOKEN", VALID)
+        .current_dir(home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr);
+    // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: CHILD_NOFILE as libc::rlim_t,
+                rlim_max: CHILD_NOFILE as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn dcos-token-proxy")
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn finding_01_tunnels_cannot_exhaust_file_descriptors() {
+    const TUNNELS: usize = 60;
+    let master = FakeMaster::start().await;
+    let home = tempfile::TempDir::new().unwrap();
+    let mut child = Reap(spawn_with_low_nofile(&master, home.path()));
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        line
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), line)
+        .await
+        .expect("the proxy starts within 10 s")
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("dcos-token-proxy listening on http://")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+
+    // Many more tunnels than the descriptors allow: the first ones open, the rest get a
+    // clear 503 (and are closed by the client, as a browser would).
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..TUNNELS {
+        let (s, head) = open_tunnel(addr).await;
+        if head.starts_with("HTTP/1.1 101") {
+            open.push(s);
+        } else {
+            assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+            refused += 1;
+        }
+    }
+    assert_eq!(open.len(), 16, "{} open, {refused} refused", open.len());
+    assert_eq!(refused, TUNNELS - 16);
+
+    // A fresh request is still answered.
+    let (status, answer) = raw(addr, "GET /fresh HTTP/1.1\r\nHost: localhost").await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Once the tunnels close, new ones open again.
+    drop(open);
+    let reopened = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (_s, head) = open_tunnel(addr).await;
+            if head.starts_with("HTTP/1.1 101") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(reopened.is_ok(), "no tunnel opened after the others closed");
+
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let stderr = std::fs::read_to_string(home.path().join("stderr")).unwrap();
+    assert!(
+        stderr.contains("open-files limit") && stderr.contains("max_tunnels=16"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("max_connections=16"), "{stderr}");
+}
+
+#[tokio::test]
+async fn finding_01_an_idle_tunnel_is_closed_after_the_tunnel_idle_timeout() {
+    let (_master, proxy) = start(&["--tunnel-idle-timeout", "1s"], &[]).await;
+    let (mut s, head) = open_tunnel(proxy.addr).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Nothing is sent either way: the proxy closes the tunnel (EOF on this side).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 64];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle tunnel was not closed");
+}

@@ -53,6 +53,12 @@ pub enum ProxyError {
     /// abandoned.
     #[error("{0}; the request to the master was abandoned")]
     BodyIdle(crate::upstream::BodyIdle),
+    /// Every tunnel slot is taken (`max_tunnels`).
+    #[error(
+        "too many open tunnels (WebSocket connections): {0} are open, the max_tunnels \
+         limit (--max-tunnels); close some, or raise the limit"
+    )]
+    TooManyTunnels(usize),
     /// No DC/OS cluster is set up yet; the message says how to set one up.
     #[error("no DC/OS cluster to forward to yet: {0}")]
     Unconfigured(std::sync::Arc<str>),
@@ -66,7 +72,7 @@ impl ProxyError {
             Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) | Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
             Self::BodyTimeout(_) | Self::BodyIdle(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::Unconfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unconfigured(_) | Self::TooManyTunnels(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -54,6 +54,10 @@ pub struct FileSettings {
     pub allowed_upgrades: Option<Vec<String>>,
     /// `max_connections`.
     pub max_connections: Option<usize>,
+    /// `max_tunnels`.
+    pub max_tunnels: Option<usize>,
+    /// `tunnel_idle_timeout`: e.g. "1h".
+    pub tunnel_idle_timeout: Option<DurationSetting>,
     /// `max_header_bytes`.
     pub max_header_bytes: Option<usize>,
     /// `[dcos]` table.

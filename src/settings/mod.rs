@@ -43,6 +43,13 @@ pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most client connections served at once; more wait in the kernel's backlog until
 /// one closes. High for a local proxy: browsers open 6 per host, dashboards a few more.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The most tunnels (WebSocket connections after `101 Switching Protocols`) open at
+/// once; a master's `101` beyond it is answered 503. Each holds two file descriptors and
+/// no longer counts as a client connection.
+pub const DEFAULT_MAX_TUNNELS: usize = 512;
+/// How long a tunnel may carry no byte in either direction before it is closed: long
+/// enough for an interactive `dcos task exec` shell left alone for a while.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// The largest request head (request line and headers) accepted; larger gets 431.
 /// A DC/OS token is about 1 KiB, so this leaves room for big cookies.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -108,6 +115,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// The largest request head accepted.
     pub max_header_bytes: usize,
+    /// The most tunnels open at once.
+    pub max_tunnels: usize,
+    /// Tunnel idle timeout.
+    pub tunnel_idle_timeout: Duration,
     /// Client `Authorization` policy.
     pub client_auth: ClientAuth,
     /// Grace period for in-flight requests at shutdown.
@@ -140,6 +151,8 @@ impl Default for Settings {
             policy: Policy::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_tunnels: DEFAULT_MAX_TUNNELS,
+            tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             client_auth: ClientAuth::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -251,6 +264,21 @@ impl Settings {
             .unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if s.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        s.max_tunnels = cli
+            .max_tunnels
+            .or(file.max_tunnels)
+            .unwrap_or(DEFAULT_MAX_TUNNELS);
+        pick_duration(
+            &mut s.tunnel_idle_timeout,
+            cli.tunnel_idle_timeout,
+            file.tunnel_idle_timeout,
+        );
+        if s.tunnel_idle_timeout.is_zero() {
+            return Err(invalid(
+                "tunnel_idle_timeout",
+                "must be greater than zero".into(),
+            ));
         }
         s.max_header_bytes = cli
             .max_header_bytes
@@ -573,6 +601,11 @@ mod tests {
         assert_eq!(s.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
         assert_eq!(s.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(s.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        assert_eq!(s.max_tunnels, DEFAULT_MAX_TUNNELS);
+        assert_eq!(s.tunnel_idle_timeout, DEFAULT_TUNNEL_IDLE_TIMEOUT);
+        assert_eq!(s.body_idle_timeout, DEFAULT_BODY_IDLE_TIMEOUT);
+        assert_eq!(s.policy.allowed_upgrades, ["websocket"]);
+        assert!(!s.policy.pass_cookies && !s.policy.pass_forwarding_headers);
         assert_eq!(
             s.policy.allowed_hosts,
             Policy::default().allowed_hosts,
