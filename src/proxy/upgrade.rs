@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::metrics::{Metrics, OpenGuard};
+
 /// The server's drain signal and the tunnel limits as the request path sees them: it can
 /// only make holds for tunnels (one per tunnel, dropped when the tunnel closes), never
 /// signal a shutdown. The server owns the signal and gives this to the stack when
@@ -35,13 +37,15 @@ pub struct Tunnels {
     slots: Arc<Semaphore>,
     max: usize,
     idle_timeout: Option<Duration>,
+    metrics: Option<Arc<Metrics>>,
 }
 
-/// What one open tunnel holds: the drain receiver and its slot.
+/// What one open tunnel holds: the drain receiver, its slot, and the open-tunnels gauge.
 #[derive(Debug)]
 pub struct TunnelHold {
     _drain: watch::Receiver<()>,
     _slot: OwnedSemaphorePermit,
+    _open: Option<OpenGuard>,
     idle_timeout: Option<Duration>,
 }
 
@@ -50,6 +54,14 @@ impl Tunnels {
     /// number and no idle timeout.
     pub fn new(drain: watch::Sender<()>) -> Self {
         Self::with_limits(drain, Semaphore::MAX_PERMITS, None)
+    }
+
+    /// Count open tunnels in `metrics` too.
+    pub fn counted(self, metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..self
+        }
     }
 
     /// Let at most `max` tunnels be open at once, each closed after `idle_timeout` with
@@ -65,6 +77,7 @@ impl Tunnels {
             slots: Arc::new(Semaphore::new(max)),
             max,
             idle_timeout,
+            metrics: None,
         }
     }
 
@@ -74,6 +87,7 @@ impl Tunnels {
         Some(TunnelHold {
             _drain: self.drain.subscribe(),
             _slot: slot,
+            _open: self.metrics.as_ref().map(Metrics::tunnel),
             idle_timeout: self.idle_timeout,
         })
     }

@@ -187,7 +187,8 @@ fn finish<B>(shared: &Finishing, answered: Answered<B>, client: ClientSide) -> R
         tracing::warn!(
             path = %client.target.path(),
             logged_in = up.auth.is_some(),
-            "the master answered 401 Unauthorized: run `dcos auth login` to get a fresh token"
+            "the master answered 401 Unauthorized: {}",
+            up.origins.token_refresh_hint()
         );
     }
 
