@@ -1,11 +1,14 @@
 //! dcos-token-proxy: a localhost reverse proxy that authenticates every request to a
 //! DC/OS cluster with the DC/OS CLI's current token.
 //!
-//! Where things are:
-//! - [`settings`] and [`cli`]: the proxy's own settings (defaults < file < env < flags);
+//! Where things are (the modules form no import cycle; the README has the map):
+//! - [`cli`], [`settings`] and [`types`]: the proxy's own settings (defaults < file < env
+//!   < flags), validated once;
 //! - [`dcos`]: the DC/OS CLI's config files and the token (their formats);
 //! - [`source`]: where the current credentials come from, and how they stay fresh;
-//! - [`proxy`]: what happens to a request;
+//! - [`proxy`]: what happens to a request, as a tower stack ([`proxy::stack`]);
+//! - [`guard`]: which requests may use the proxy at all;
+//! - [`upstream`]: the master: its pooled client, TLS and origin;
 //! - [`listener`] and [`server`]: listening (TCP or a Unix socket), connections, limits
 //!   and graceful shutdown.
 //!
@@ -26,6 +29,7 @@ pub mod proxy;
 pub mod server;
 pub mod settings;
 pub mod source;
+mod text;
 pub mod types;
 pub mod upstream;
 
@@ -39,7 +43,7 @@ use crate::dcos::config::{ClusterConfig, ConfigError};
 use crate::guard::Guard;
 use crate::host::points_at;
 use crate::listener::{Listener, UnixSocketError};
-use crate::proxy::service::Shared;
+use crate::proxy::stack::{self, StackConfig};
 use crate::settings::Settings;
 use crate::source::watch::{Follow, Tracker};
 use crate::source::{Change, Published, RereadRequests, Snapshot, announce};
@@ -86,7 +90,8 @@ pub struct Proxy {
     listener: Listener,
     /// The TCP address actually bound; `None` on a Unix socket.
     local_addr: Option<SocketAddr>,
-    shared: Arc<Shared>,
+    /// What the request path is built from when serving starts.
+    stack: StackConfig,
     published: Arc<Published>,
     rereads: RereadRequests,
     settings: Settings,
@@ -171,18 +176,17 @@ impl Proxy {
             Some(a) => server::host_value(a),
             None => http::HeaderValue::from_static("localhost"),
         };
-        let guard = Guard::new(&settings.policy, local_addr.map(|a| a.port()));
-        let shared = Shared::new(
-            published.clone(),
-            guard,
-            settings.client_auth,
-            settings.response_timeout,
+        let stack = StackConfig {
+            source: published.clone(),
+            guard: Guard::new(&settings.policy, local_addr.map(|a| a.port())),
+            client_auth: settings.client_auth,
+            response_timeout: settings.response_timeout,
             fallback_host,
-        );
+        };
         Ok(Self {
             listener,
             local_addr,
-            shared: Arc::new(shared),
+            stack,
             published,
             rereads,
             settings: settings.clone(),
@@ -254,7 +258,10 @@ impl Proxy {
             max_connections: self.settings.max_connections,
             grace: self.settings.shutdown_grace,
         };
-        server::serve(self.listener, self.shared, limits, shutdown).await;
+        // Built once; the server owns the drain signal and gives tunnels their handle.
+        let config = self.stack;
+        let build = move |tunnels| stack::build(config, tunnels);
+        server::serve(self.listener, build, limits, shutdown).await;
         drop(follower);
     }
 }

@@ -7,25 +7,48 @@
 //!   keep-alive connections;
 //! - a maximum request-head size (hyper answers 431 above it);
 //! - a maximum number of connections served at once: the accept loop waits for a free
-//!   slot (the kernel's backlog holds the rest), and stops waiting at shutdown.
+//!   slot (the kernel's backlog holds the rest), and stops waiting at shutdown. This is a
+//!   semaphore in the accept loop, not tower's `ConcurrencyLimit` layer, which limits
+//!   requests in flight through one service clone (here: one connection's, which has
+//!   one request at a time anyway) and cannot keep a connection from being accepted.
+//!
+//! Each connection gets its own clone of the request path ([`Stack`], built once by the
+//! caller), adapted to hyper by `Connection`, which also tags the request that the
+//! connection's byte scan found a smuggling shape in.
 //!
 //! Shutdown stops accepting at once, asks every connection to finish its in-flight
 //! request and close, waits up to the grace period (tunnels included), then returns.
+//! The drain signal is the server's: a `tokio::sync::watch` channel whose receivers are
+//! held by every connection and every tunnel. The request path only gets a handle that
+//! makes receivers for tunnels ([`Tunnels`]).
+//!
+//! Not hyper-util's `GracefulShutdown`: it can only watch connections that implement
+//! its sealed `GracefulConnection` trait, and hyper-util (0.1.21) does not implement it
+//! for `http1::UpgradeableConnection`, the connection type that `with_upgrades()` (needed
+//! for WebSocket tunnels) returns; tunnels, which outlive their connection, would need
+//! the watch channel anyway. Its mechanism is the same channel, so nothing would be
+//! gained per connection either.
 
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::Semaphore;
+use pin_project_lite::pin_project;
+use tokio::sync::{Semaphore, watch};
 
-use crate::framing::{FramingConflict, ScanIo};
+use crate::framing::{Findings, FramingConflict, ScanIo};
 use crate::listener::{Listener, Peer};
-use crate::proxy::service::{Shared, handle};
+use crate::proxy::stack::Stack;
+use crate::proxy::upgrade::Tunnels;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -43,14 +66,19 @@ pub struct Limits {
     pub grace: Duration,
 }
 
-/// Serve `listener` until `shutdown` resolves, then drain for at most `limits.grace`.
+/// Serve `listener` with the stack that `build` makes (given the handle tunnels hold)
+/// until `shutdown` resolves, then drain for at most `limits.grace`.
 pub async fn serve(
     listener: Listener,
-    shared: Arc<Shared>,
+    build: impl FnOnce(Tunnels) -> Stack,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let grace = limits.grace;
+    // Shutdown signal and in-flight tracking: every connection and tunnel holds a
+    // receiver; `send` asks them to wind down, `closed` waits until they have.
+    let (drain, _) = watch::channel(());
+    let stack = build(Tunnels::new(drain.clone()));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -96,19 +124,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let mut drain = shared.drain.subscribe();
-        let svc_shared = shared.clone();
+        let mut stop = drain.subscribe();
         // The one smuggling shape hyper accepts is found in the raw bytes; the request
-        // is tagged here and refused by the guard.
+        // is tagged by the connection's service and refused by the guard.
         let (stream, findings) = ScanIo::new(stream);
-        let served = std::sync::atomic::AtomicUsize::new(0);
-        let service = service_fn(move |mut req| {
-            let index = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if findings.conflict(index) {
-                req.extensions_mut().insert(FramingConflict);
-            }
-            handle(svc_shared.clone(), req)
-        });
+        let service = Connection::new(stack.clone(), findings);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -116,7 +136,7 @@ pub async fn serve(
             let mut conn = pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
-                _ = drain.changed() => {
+                _ = stop.changed() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -129,20 +149,101 @@ pub async fn serve(
     }
 
     drop(listener);
+    drop(stack);
     // Every connection (idle keep-alives included) and every tunnel holds a receiver.
-    let open = shared.drain.receiver_count();
+    let open = drain.receiver_count();
     tracing::info!(
         open_connections = open,
         grace_s = grace.as_secs_f64(),
         "shutting down: no longer accepting connections"
     );
-    let _ = shared.drain.send(());
-    match tokio::time::timeout(grace, shared.drain.closed()).await {
+    let _ = drain.send(());
+    match tokio::time::timeout(grace, drain.closed()).await {
         Ok(()) => tracing::info!("all connections finished; exiting"),
         Err(_) => tracing::warn!(
-            cut = shared.drain.receiver_count(),
+            cut = drain.receiver_count(),
             "grace period over; closing the remaining connections"
         ),
+    }
+}
+
+/// One connection's service: hyper calls it with `&self`, one request at a time; a
+/// tower service needs `&mut self`, so the connection's own clone of the stack sits in a
+/// `RefCell` (borrowed only for the synchronous `call`, never across an await). No
+/// per-request clone of the stack. Also tags the request whose head the connection's
+/// byte scan found both `Content-Length` and `Transfer-Encoding` in.
+struct Connection<S> {
+    stack: RefCell<S>,
+    findings: Arc<Findings>,
+    /// Requests served so far on this connection.
+    served: Cell<usize>,
+}
+
+impl<S> Connection<S> {
+    fn new(stack: S, findings: Arc<Findings>) -> Self {
+        Self {
+            stack: RefCell::new(stack),
+            findings,
+            served: Cell::new(0),
+        }
+    }
+}
+
+/// The request path was not ready for a request. Never happens with [`Stack`], whose
+/// layers are always ready; hyper closes the connection if it does.
+#[derive(Debug, thiserror::Error)]
+#[error("the request path was not ready for a request; the connection is closed")]
+pub struct NotReady;
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Connection<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+{
+    type Response = Response<B>;
+    type Error = NotReady;
+    type Future = Called<S::Future>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let index = self.served.get();
+        self.served.set(index + 1);
+        if self.findings.conflict(index) {
+            req.extensions_mut().insert(FramingConflict);
+        }
+        let mut stack = self.stack.borrow_mut();
+        // Every layer is always ready (none applies back-pressure), so one poll answers.
+        match stack.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => Called::Inner {
+                future: stack.call(req),
+            },
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => {
+                tracing::error!("{NotReady}");
+                Called::NotReady
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Connection`].
+    #[project = CalledProj]
+    enum Called<F> {
+        NotReady,
+        Inner { #[pin] future: F },
+    }
+}
+
+impl<F, R> Future for Called<F>
+where
+    F: Future<Output = Result<R, Infallible>>,
+{
+    type Output = Result<R, NotReady>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CalledProj::NotReady => Poll::Ready(Err(NotReady)),
+            CalledProj::Inner { future } => future.poll(cx).map(|Ok(r)| Ok(r)),
+        }
     }
 }
 

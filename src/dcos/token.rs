@@ -31,8 +31,9 @@ pub enum TokenError {
     /// The value is empty or only whitespace.
     #[error("the token is empty")]
     Empty,
-    /// The value holds bytes that may not appear in an HTTP header (RFC 9110 §5.5),
-    /// such as a newline, or non-ASCII bytes.
+    /// The value holds a byte other than visible ASCII inside it: a control character
+    /// such as a newline (never allowed in a header, RFC 9110 §5.5), a space, or a
+    /// non-ASCII byte (obsolete in a header). A JWT holds none of them.
     #[error("the token holds characters that are not allowed in an HTTP header")]
     NotHeaderSafe,
 }

@@ -1,6 +1,9 @@
-//! The response body handed to hyper ([`ResponseBody`]): the master's streamed body (or
-//! a short local answer), counted as it passes, with the request's access-log line
-//! written when it ends, fails, or is dropped because the client went away.
+//! The body of an answer on its way back up the stack ([`Answer`]: the master's, or a
+//! short local one), and the response body handed to hyper ([`ResponseBody`]): the
+//! answer counted as it passes, with the request's access-log line written when it ends,
+//! fails, or is dropped because the client went away. (The request body sent to the
+//! master, [`RequestBody`], is the upstream client's type and lives in
+//! [`crate::upstream`].)
 //!
 //! Frames are passed on the moment they arrive; nothing is buffered, so an SSE event or
 //! RecordIO record reaches the client as soon as the master sends it.
@@ -10,13 +13,25 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, StatusCode, Uri};
+use http::{Method, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 /// The error type of [`ResponseBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub use crate::upstream::RequestBody;
+
+/// The body of an answer on its way back through the stack: the master's body (`B`,
+/// hyper's [`Incoming`] in the proxy), streamed, or a short local one (a refusal, an
+/// error).
+pub type Answer<B = Incoming> = Either<B, Full<Bytes>>;
+
+/// A local answer (a refusal, an error) as a response of the stack.
+pub fn local<B>(resp: Response<Bytes>) -> Response<Answer<B>> {
+    resp.map(|bytes| Either::Right(Full::new(bytes)))
+}
 
 /// What the access-log line says about a request.
 #[derive(Debug)]
@@ -57,23 +72,15 @@ fn millis(d: Duration) -> f64 {
 /// A streamed response body that logs the request once it is over.
 #[derive(Debug)]
 pub struct ResponseBody {
-    inner: Either<Incoming, Full<Bytes>>,
+    inner: Answer,
     bytes: u64,
     log: Option<AccessLog>,
 }
 
 impl ResponseBody {
-    /// Stream the master's body.
-    pub fn upstream(body: Incoming, log: AccessLog) -> Self {
-        Self::new(Either::Left(body), log)
-    }
-
-    /// A short local body (errors, refusals, 101s).
-    pub fn local(bytes: Bytes, log: AccessLog) -> Self {
-        Self::new(Either::Right(Full::new(bytes)), log)
-    }
-
-    fn new(inner: Either<Incoming, Full<Bytes>>, log: AccessLog) -> Self {
+    /// Stream `inner` (the master's body, or a short local one) to the client, and
+    /// write `log` once it is over.
+    pub fn new(inner: Answer, log: AccessLog) -> Self {
         Self {
             inner,
             bytes: 0,

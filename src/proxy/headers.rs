@@ -35,7 +35,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// before a message is forwarded and, for each connection-option in this field, remove
 /// any header or trailer field(s) from the message with the same name as the
 /// connection-option, and then remove the Connection header field itself". The fixed
-/// list in [`HOP_BY_HOP`] goes too, whether or not `Connection` names it.
+/// list of hop-by-hop fields goes too, whether or not `Connection` names it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers

@@ -1,10 +1,12 @@
-//! What happens to a request: the pipeline ([`service`]), its header rules
-//! ([`headers`]), the master connection pool and TLS ([`upstream`]), protocol-switch
-//! tunnels ([`upgrade`]), the streamed response body ([`body`]) and the error responses
-//! ([`error`]).
+//! What happens to an admitted request: the request path as a tower stack ([`stack`],
+//! built from the [`layer`]s), its header rules ([`headers`]), protocol-switch tunnels
+//! ([`upgrade`]), the bodies ([`body`]) and the error responses ([`error`]). Who may use
+//! the proxy is [`crate::guard`]'s business, and the master's client is
+//! [`crate::upstream`]'s.
 
 pub mod body;
 pub mod error;
 pub mod headers;
-pub mod service;
+pub mod layer;
+pub mod stack;
 pub mod upgrade;

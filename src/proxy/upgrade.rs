@@ -2,13 +2,31 @@
 //!
 //! After the master agrees to switch protocols (WebSocket, in practice), both
 //! connections stop being HTTP: the bytes are copied both ways until either side closes.
-//! The tunnel holds a drain receiver so a graceful shutdown waits for it within the
-//! grace period.
+//! The tunnel holds a drain receiver ([`Tunnels::hold`]) so a graceful shutdown waits
+//! for it within the grace period.
 
 use http::Uri;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
+
+/// The server's drain signal as the request path sees it: it can only make receivers
+/// for tunnels to hold (one per tunnel, dropped when the tunnel closes), never signal a
+/// shutdown. The server owns the signal and gives this to the stack when building it.
+#[derive(Debug, Clone)]
+pub struct Tunnels(watch::Sender<()>);
+
+impl Tunnels {
+    /// Let tunnels hold `drain`, the server's drain signal.
+    pub fn new(drain: watch::Sender<()>) -> Self {
+        Self(drain)
+    }
+
+    /// A receiver for one tunnel to hold while it is open.
+    pub fn hold(&self) -> watch::Receiver<()> {
+        self.0.subscribe()
+    }
+}
 
 /// Join the client's and the master's upgraded connections and copy bytes both ways.
 pub async fn tunnel(client: OnUpgrade, master: OnUpgrade, drain: watch::Receiver<()>, target: Uri) {

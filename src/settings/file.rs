@@ -135,7 +135,10 @@ impl FileSettings {
     /// Parse the text of a settings file; `path` is only used in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, SettingsError> {
         toml::from_str(text).map_err(|e: toml::de::Error| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            let (line, column) = e
+                .span()
+                .map(|s| crate::text::line_col(text, s.start))
+                .unwrap_or((1, 1));
             SettingsError::Parse {
                 path: path.to_owned(),
                 line,
@@ -144,12 +147,4 @@ impl FileSettings {
             }
         })
     }
-}
-
-/// 1-based line and column of byte `offset` in `text`.
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text.as_bytes()[..offset.min(text.len())];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-    (line, column)
 }

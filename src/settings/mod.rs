@@ -72,7 +72,7 @@ pub enum SettingsError {
         path: PathBuf,
         /// 1-based line.
         line: usize,
-        /// 1-based column.
+        /// 1-based column, in characters (what an editor shows).
         column: usize,
         /// What is wrong.
         message: String,

@@ -6,7 +6,7 @@
 //! gets a new [`Upstream`] that shares the old one's pooled client
 //! ([`Upstream::next`]); only a change of master or TLS builds a new client.
 //!
-//! TLS is set up in [`tls`]; `Location` rewriting uses the master's [`origin`].
+//! TLS is set up in the `tls` module; `Location` rewriting uses the master's [`origin`].
 //! [`Upstream::new`] takes only what it reads: the cluster config and the
 //! [`ClientOptions`] of the connection pool.
 
@@ -37,9 +37,10 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long to wait for a TCP connection to the master before answering 502.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The request body sent to the master: the client's body streamed as it arrives, or
-/// (when the request may be replayed after a 401) the same bytes held in memory.
-pub type RequestBody = Either<Full<Bytes>, Incoming>;
+/// The request body sent to the master: the client's body (`B`, hyper's [`Incoming`] in
+/// the proxy) streamed as it arrives, or (when the request may be replayed after a 401)
+/// the same bytes held in memory.
+pub type RequestBody<B = Incoming> = Either<Full<Bytes>, B>;
 
 /// The pooled client type used for every upstream request.
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, RequestBody>;

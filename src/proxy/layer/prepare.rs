@@ -1,0 +1,413 @@
+//! Turning the client's request into the master's: the target mapped onto the master
+//! (its scheme, authority and `dcos_url` prefix, then the client's path and query byte
+//! for byte), hop-by-hop fields out (but the upgrade pair back in when switching
+//! protocols), `Expect` answered here, `Host` set to the master, the `Authorization`
+//! policy applied; and the body decision.
+//!
+//! The body decision: a request that can be replayed after a 401 has no body, or one
+//! announced by `Content-Length` at no more than [`MAX_REPLAY_BODY`] bytes, read in full
+//! first (within the response timeout; 408 otherwise). Everything else, and every
+//! upgrade, is streamed as it arrives and never replayed. Only a replayable request that
+//! carries the proxy's own credentials gets a replay copy ([`Replay`]): a 401 to the
+//! client's own token is the client's business.
+//!
+//! What the response side needs from the client's request (version, `Host`, the upgrade
+//! handle, the target for log lines) is moved, not copied, into [`ClientSide`].
+//! Hand-written: these are the proxy's own rules (see [`crate::proxy::headers`]).
+//! Without a body to read, the inner service is called at once; reading a small body
+//! first is a small state machine, not a boxed future.
+
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
+use http_body::Body;
+use http_body_util::combinators::Collect;
+use http_body_util::{BodyExt, Either, Full};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::{ClientSide, Master, OrLocal, Prepared, Replay, Retryable, Routed};
+use crate::proxy::body::{Answer, RequestBody, local};
+use crate::proxy::error::ProxyError;
+use crate::proxy::headers::{
+    Credentials, apply_authorization, restore_upgrade, strip_hop_by_hop, upgrade_request,
+};
+use crate::types::ClientAuth;
+use crate::upstream::Upstream;
+
+/// The largest request body held in memory so that the request can be retried after a
+/// 401 with a freshly read token. Larger or unsized bodies are streamed, never held.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// Prepares each request for the master.
+#[derive(Debug, Clone, Copy)]
+pub struct PrepareLayer {
+    client_auth: ClientAuth,
+    body_timeout: Duration,
+}
+
+impl PrepareLayer {
+    /// Apply the `client_auth` policy; give a small body `body_timeout` to arrive.
+    pub fn new(client_auth: ClientAuth, body_timeout: Duration) -> Self {
+        Self {
+            client_auth,
+            body_timeout,
+        }
+    }
+}
+
+impl<S> Layer<S> for PrepareLayer {
+    type Service = PrepareService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PrepareService {
+            client_auth: self.client_auth,
+            body_timeout: self.body_timeout,
+            inner,
+        }
+    }
+}
+
+/// The service of [`PrepareLayer`].
+#[derive(Debug, Clone)]
+pub struct PrepareService<S> {
+    client_auth: ClientAuth,
+    body_timeout: Duration,
+    inner: S,
+}
+
+impl<S, B, RB> Service<Routed<B>> for PrepareService<S>
+where
+    S: Service<Prepared<B>, Response = Response<Answer<RB>>, Error = Infallible> + Clone,
+    B: Body<Data = Bytes>,
+    B::Error: Display,
+{
+    type Response = Response<Answer<RB>>;
+    type Error = Infallible;
+    type Future = PrepareFuture<S, B, Response<Answer<RB>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, routed: Routed<B>) -> Self::Future {
+        let Routed {
+            mut request,
+            master,
+        } = routed;
+        let up = master.upstream();
+        let upgrade = upgrade_request(request.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+        let target = match up.target(request.uri().path_and_query()) {
+            Ok(t) => t,
+            Err(e) => {
+                let err = ProxyError::BadRequest(e.to_string());
+                return PrepareFuture::Now {
+                    future: OrLocal::local(local(err.to_response())),
+                };
+            }
+        };
+        let (mut parts, body) = request.into_parts();
+        let client = ClientSide {
+            version: std::mem::replace(&mut parts.version, Version::HTTP_11),
+            upgrade: client_upgrade,
+            host: None,
+            target: std::mem::replace(&mut parts.uri, target),
+        };
+        let (credentials, host) =
+            prepare_headers(&mut parts.headers, up, self.client_auth, upgrade);
+        let client = ClientSide { host, ..client };
+        let keep = credentials == Credentials::Proxy;
+
+        if client.upgrade.is_some() {
+            let prepared = prepare(parts, Either::Right(body), None, master, client);
+            return PrepareFuture::Now {
+                future: OrLocal::inner(self.inner.call(prepared)),
+            };
+        }
+        if body.is_end_stream() {
+            let replay = keep.then(Bytes::new);
+            let prepared = prepare(parts, Either::Left(Full::default()), replay, master, client);
+            return PrepareFuture::Now {
+                future: OrLocal::inner(self.inner.call(prepared)),
+            };
+        }
+        match body.size_hint().exact() {
+            Some(n) if n <= MAX_REPLAY_BODY => {
+                // Called once the body is in; the service here stays with the caller.
+                let inner = self.inner.clone();
+                PrepareFuture::Collecting {
+                    body: tokio::time::timeout(self.body_timeout, body.collect()),
+                    rest: Some(Rest {
+                        inner,
+                        parts,
+                        master,
+                        client,
+                        keep,
+                        timeout: self.body_timeout,
+                    }),
+                }
+            }
+            _ => {
+                let prepared = prepare(parts, Either::Right(body), None, master, client);
+                PrepareFuture::Now {
+                    future: OrLocal::inner(self.inner.call(prepared)),
+                }
+            }
+        }
+    }
+}
+
+/// Turn the client's request headers into the master's: hop-by-hop fields out (but
+/// the upgrade pair back in when switching protocols), `Expect` answered here, `Host`
+/// set to the master, and the `Authorization` policy applied. Returns whose credentials
+/// the request now carries, and the client's `Host`.
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    up: &Upstream,
+    policy: ClientAuth,
+    upgrade: Option<HeaderValue>,
+) -> (Credentials, Option<HeaderValue>) {
+    // Taken out before `Connection` can name it, as it is replaced anyway.
+    let client_host = headers.remove(header::HOST);
+    strip_hop_by_hop(headers);
+    // The proxy answers `Expect: 100-continue` itself: hyper sends the 100 as soon as
+    // the body is first read, which happens once the master connection is ready.
+    headers.remove(header::EXPECT);
+    if let Some(u) = upgrade {
+        restore_upgrade(headers, u);
+    }
+    headers.insert(header::HOST, up.host.clone());
+    let credentials = apply_authorization(headers, policy, up.auth.as_ref());
+    (credentials, client_host)
+}
+
+/// The prepared request; with a replay copy when `replay` holds the whole body.
+fn prepare<B>(
+    parts: Parts,
+    body: RequestBody<B>,
+    replay: Option<Bytes>,
+    master: Master,
+    client: ClientSide,
+) -> Prepared<B> {
+    let replay = replay.map(|body| Replay {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        body,
+    });
+    Prepared {
+        client,
+        next: Retryable {
+            routed: Routed {
+                request: Request::from_parts(parts, body),
+                master,
+            },
+            replay,
+        },
+    }
+}
+
+/// What waits for a small body to arrive.
+#[derive(Debug)]
+pub struct Rest<S> {
+    inner: S,
+    parts: Parts,
+    master: Master,
+    client: ClientSide,
+    /// Whether a replay copy is wanted (the proxy's own credentials).
+    keep: bool,
+    timeout: Duration,
+}
+
+pin_project! {
+    /// The future of [`PrepareService`].
+    #[project = PrepareProj]
+    pub enum PrepareFuture<S, B, R>
+    where
+        S: Service<Prepared<B>>,
+        B: Body,
+    {
+        /// Called at once (or answered here).
+        Now { #[pin] future: OrLocal<S::Future, R> },
+        /// Reading a small body first.
+        Collecting {
+            #[pin]
+            body: tokio::time::Timeout<Collect<B>>,
+            rest: Option<Rest<S>>,
+        },
+        /// The body is in; waiting for the inner service to be ready.
+        Sending { inner: S, prepared: Option<Prepared<B>> },
+        /// The inner service's answer.
+        Calling { #[pin] future: S::Future },
+    }
+}
+
+impl<S, B, RB> Future for PrepareFuture<S, B, Response<Answer<RB>>>
+where
+    S: Service<Prepared<B>, Response = Response<Answer<RB>>, Error = Infallible>,
+    B: Body<Data = Bytes>,
+    B::Error: Display,
+{
+    type Output = Result<Response<Answer<RB>>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                PrepareProj::Now { future } => return future.poll(cx),
+                PrepareProj::Calling { future } => return future.poll(cx),
+                PrepareProj::Collecting { body, rest } => {
+                    let collected = ready!(body.poll(cx));
+                    let Some(rest) = rest.take() else {
+                        panic!("PrepareFuture polled after it completed");
+                    };
+                    let err = match collected {
+                        Ok(Ok(collected)) => {
+                            let bytes = collected.to_bytes();
+                            let replay = rest.keep.then(|| bytes.clone());
+                            let body = Either::Left(Full::new(bytes));
+                            let prepared =
+                                prepare(rest.parts, body, replay, rest.master, rest.client);
+                            self.set(PrepareFuture::Sending {
+                                inner: rest.inner,
+                                prepared: Some(prepared),
+                            });
+                            continue;
+                        }
+                        Ok(Err(e)) => ProxyError::ClientBody {
+                            cause: e.to_string(),
+                        },
+                        Err(_) => ProxyError::BodyTimeout(rest.timeout),
+                    };
+                    tracing::debug!(path = %rest.client.target.path(), "{err}");
+                    return Poll::Ready(Ok(local(err.to_response())));
+                }
+                PrepareProj::Sending { inner, prepared } => {
+                    let Ok(()) = ready!(inner.poll_ready(cx));
+                    let Some(prepared) = prepared.take() else {
+                        panic!("PrepareFuture polled after it completed");
+                    };
+                    let future = inner.call(prepared);
+                    self.set(PrepareFuture::Calling { future });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Method, StatusCode};
+    use http_body_util::{Empty, StreamBody};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::proxy::layer::testing::{Mock, master};
+
+    /// What the inner service saw, per call.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(Request<()>, ClientSide, Option<Replay>)>>>;
+
+    fn recording<B: Send + 'static>(
+        seen: Seen,
+    ) -> Mock<Prepared<B>, Response<Answer<()>>, Infallible> {
+        Mock::new(move |p: Prepared<B>| {
+            let (parts, _) = p.next.routed.request.into_parts();
+            let req = Request::from_parts(parts, ());
+            seen.lock().unwrap().push((req, p.client, p.next.replay));
+            Ok(Response::new(Either::Left(())))
+        })
+    }
+
+    fn routed<B>(req: Request<B>) -> Routed<B> {
+        Routed {
+            request: req,
+            master: master("http://master.example:8080/prefix", Some("own-token")),
+        }
+    }
+
+    #[tokio::test]
+    async fn headers_and_target_are_the_masters_and_the_clients_are_kept_aside() {
+        let seen = Seen::default();
+        let inner = recording::<Empty<Bytes>>(seen.clone());
+        let svc = PrepareLayer::new(ClientAuth::Keep, Duration::from_secs(5)).layer(inner);
+        let req = Request::get("/service/x?q=1")
+            .header(header::HOST, "localhost:8079")
+            .header(header::CONNECTION, "keep-alive, x-hop")
+            .header("x-hop", "1")
+            .header(header::EXPECT, "100-continue")
+            .header("x-end", "2")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = svc.oneshot(routed(req)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let seen = seen.lock().unwrap();
+        let (req, client, replay) = &seen[0];
+        assert_eq!(req.uri(), "http://master.example:8080/prefix/service/x?q=1");
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()[header::HOST], "master.example:8080");
+        assert_eq!(req.headers()[header::AUTHORIZATION], "token=own-token");
+        assert_eq!(req.headers()["x-end"], "2");
+        for gone in ["connection", "x-hop", "expect"] {
+            assert!(!req.headers().contains_key(gone), "{gone} was forwarded");
+        }
+        assert_eq!(client.host.as_ref().unwrap(), "localhost:8079");
+        assert_eq!(client.target, "/service/x?q=1");
+        assert!(client.upgrade.is_none());
+        let replay = replay
+            .as_ref()
+            .expect("no body, own credentials: replayable");
+        assert_eq!(replay.uri, *req.uri());
+        assert!(replay.body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_small_body_is_read_first_and_kept_for_a_replay() {
+        let seen = Seen::default();
+        let inner = recording::<Full<Bytes>>(seen.clone());
+        let svc = PrepareLayer::new(ClientAuth::Keep, Duration::from_secs(5)).layer(inner);
+        let req = Request::post("/v2/apps")
+            .body(Full::new(Bytes::from_static(b"{\"id\":\"/a\"}")))
+            .unwrap();
+        svc.oneshot(routed(req)).await.unwrap();
+        let seen = seen.lock().unwrap();
+        let (req, _, replay) = &seen[0];
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(replay.as_ref().unwrap().body, "{\"id\":\"/a\"}");
+    }
+
+    #[tokio::test]
+    async fn the_clients_own_token_and_unsized_bodies_get_no_replay_copy() {
+        // The client's own token: its 401 is not the proxy's to retry.
+        let seen = Seen::default();
+        let inner = recording::<Empty<Bytes>>(seen.clone());
+        let svc = PrepareLayer::new(ClientAuth::Keep, Duration::from_secs(5)).layer(inner);
+        let req = Request::get("/x")
+            .header(header::AUTHORIZATION, "token=the-clients")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        svc.oneshot(routed(req)).await.unwrap();
+        assert!(seen.lock().unwrap()[0].2.is_none());
+
+        // A body of unknown length is streamed, never held.
+        type Chunks = StreamBody<
+            futures_util::stream::Iter<
+                std::vec::IntoIter<Result<http_body::Frame<Bytes>, Infallible>>,
+            >,
+        >;
+        let seen = Seen::default();
+        let inner = recording::<Chunks>(seen.clone());
+        let svc = PrepareLayer::new(ClientAuth::Keep, Duration::from_secs(5)).layer(inner);
+        let frames = vec![Ok(http_body::Frame::data(Bytes::from_static(b"chunk")))];
+        let body: Chunks = StreamBody::new(futures_util::stream::iter(frames));
+        let req = Request::post("/x").body(body).unwrap();
+        svc.oneshot(routed(req)).await.unwrap();
+        assert!(seen.lock().unwrap()[0].2.is_none());
+    }
+}

@@ -1,0 +1,115 @@
+//! The request path, composed once and read top to bottom in [`build`]. Each layer is
+//! its own module under [`super::layer`], with its own tests.
+//!
+//! Per request, the shared state touched is one atomic load of the snapshot
+//! ([`crate::source::Published::load`]) and a few reference counts: the snapshot's
+//! (taken by the load, and once more by the timeout layer for its message), the
+//! finishing layer's settings, and for a replayable request the source's (for a
+//! re-read). Two locks are taken on the normal path, neither of them for credentials:
+//! the access-log line is written under the standard error lock (by `tracing`'s
+//! writer), and hyper-util's legacy client takes its pool's mutex to check a master
+//! connection out and back in. No I/O besides the two connections and the log line,
+//! and no config parsing, happen here. Off the normal path, a 401 to the proxy's token
+//! asks for an immediate re-read of the config and may send the request once more (see
+//! [`super::layer::retry`]).
+//!
+//! No layer boxes its future on the normal path: the futures are concrete types nested
+//! in one another, so hyper polls one state machine per request with no allocation of
+//! the stack's own. The one box is the re-read after a 401.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, header};
+use tower::ServiceBuilder;
+use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
+
+use super::layer::access::{AccessLogLayer, AccessLogService};
+use super::layer::finish::{FinishLayer, FinishService};
+use super::layer::forward::Forward;
+use super::layer::guard::{GuardLayer, GuardService};
+use super::layer::prepare::{PrepareLayer, PrepareService};
+use super::layer::retry::{RetryLayer, RetryService};
+use super::layer::snapshot::{SnapshotLayer, SnapshotService};
+use super::layer::timeout::{ResponseTimeout, ResponseTimeoutLayer};
+use super::upgrade::Tunnels;
+use crate::guard::Guard;
+use crate::source::Published;
+use crate::types::ClientAuth;
+
+/// What the stack is built from, besides the server's drain handle.
+#[derive(Debug)]
+pub struct StackConfig {
+    /// The current snapshot: swapped whole when the config changes, loaded per request.
+    pub source: Arc<Published>,
+    /// Which requests may pass (Host, Origin, path secret, filters).
+    pub guard: Guard,
+    /// The client `Authorization` policy.
+    pub client_auth: ClientAuth,
+    /// How long to wait for the master's response headers (and for a small request
+    /// body that is read before sending).
+    pub response_timeout: Duration,
+    /// The host to put in rewritten `Location`s when a client sent no `Host`.
+    pub fallback_host: HeaderValue,
+}
+
+/// The composed request path: a `tower::Service<Request<Incoming>>` answering
+/// `Response<ResponseBody>` and never failing. Cloning it (once per connection) costs a
+/// few reference-count increments.
+///
+/// [`ResponseBody`]: super::body::ResponseBody
+pub type Stack = SetSensitiveRequestHeaders<
+    AccessLogService<
+        GuardService<
+            SnapshotService<PrepareService<FinishService<RetryService<ResponseTimeout<Forward>>>>>,
+        >,
+    >,
+>;
+
+/// The request headers whose values are marked sensitive the moment a request enters:
+/// any `Debug` print of them (by the proxy, hyper or a dependency) shows `Sensitive`.
+const SENSITIVE: [header::HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Build the request path. Tunnels (after `101 Switching Protocols`) hold `tunnels`, so
+/// that the server's graceful shutdown waits for them.
+///
+/// The order differs from the first sketch in two places, each for a reason: the
+/// sensitive-headers layer comes before the access log (tower-http's layer needs a
+/// plain `Response` from the layer below it, and the guard answers with its cleaned
+/// target attached for the access log; marking the credentials first is also the
+/// safest place), and finishing comes before the 401 retry (so that only the answer the
+/// client gets is finished: no login hint for a 401 the retry recovers from).
+pub fn build(config: StackConfig, tunnels: Tunnels) -> Stack {
+    let client_prefix = config.guard.client_prefix().to_owned();
+    ServiceBuilder::new()
+        // Authorization, Cookie, Proxy-Authorization: never printed.
+        .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE))
+        // One line per request, once its response is over; never a secret.
+        .layer(AccessLogLayer)
+        // A refusal is a response; nothing refused goes further.
+        .layer(GuardLayer::new(config.guard))
+        // One snapshot per request; 503 while no cluster is set up.
+        .layer(SnapshotLayer::new(config.source.clone()))
+        // The master's target and headers, the Authorization policy, the body decision.
+        .layer(PrepareLayer::new(
+            config.client_auth,
+            config.response_timeout,
+        ))
+        // The client's response: hop-by-hop, Location, the tunnel, the login hint, and
+        // the explanation of a failure.
+        .layer(FinishLayer::new(
+            config.fallback_host,
+            &client_prefix,
+            tunnels,
+        ))
+        // A 401 to the proxy's token: re-read, and one replay if replayable.
+        .layer(RetryLayer::new(config.source))
+        // 504 when the master sends no response headers in time.
+        .layer(ResponseTimeoutLayer::new(config.response_timeout))
+        // The snapshot's pooled client.
+        .service(Forward)
+}
