@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 
 use crate::types::{ClientAuth, LogFormat, WatchMode, parse_duration};
+use crate::upstream::route::ProxyText;
 
 const ABOUT: &str = "A localhost reverse proxy that authenticates every request to a DC/OS \
 cluster with your DC/OS CLI login.";
@@ -136,6 +137,23 @@ pub struct Cli {
     /// Master URL; overrides core.dcos_url and $DCOS_URL
     #[arg(long, value_name = "URL", env = "DCOS_TOKEN_PROXY_UPSTREAM")]
     pub upstream: Option<String>,
+
+    /// Reach the master through this proxy: http://[user:pass@]host:port (HTTP CONNECT),
+    /// socks5://host:port or socks5h://host:port; `none` ignores the proxy variables
+    /// [default: $https_proxy / $http_proxy / $all_proxy, minus $no_proxy]
+    #[arg(long, value_name = "URL|none", value_parser = ProxyText::new,
+          env = "DCOS_TOKEN_PROXY_UPSTREAM_PROXY", hide_env_values = true)]
+    pub upstream_proxy: Option<ProxyText>,
+
+    /// Check the master's certificate against NAME and send it as SNI, while connecting
+    /// to the URL's host and port (e.g. through `ssh -L 8443:master.mesos:443 bastion`)
+    #[arg(long, value_name = "NAME", env = "DCOS_TOKEN_PROXY_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// Reach the master through a command's stdin/stdout, run with sh -c for each pooled
+    /// connection; %h and %p are the master's host and port, e.g. 'ssh -W %h:%p bastion'
+    #[arg(long, value_name = "COMMAND", env = "DCOS_TOKEN_PROXY_PROXY_COMMAND")]
+    pub proxy_command: Option<String>,
 
     /// The proxy's own TOML settings file (see config/dcos-token-proxy.toml)
     #[arg(long, value_name = "FILE", env = "DCOS_TOKEN_PROXY_CONFIG")]

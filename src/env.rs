@@ -7,10 +7,19 @@
 
 use std::collections::HashMap;
 
-/// An immutable map of environment variables.
-#[derive(Debug, Clone, Default)]
+/// An immutable map of environment variables. Its `Debug` lists the names only: values
+/// such as `DCOS_ACS_TOKEN` or a proxy URL with a password must never be printed.
+#[derive(Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Env").field("names", &names).finish()
+    }
 }
 
 impl Env {
@@ -57,5 +66,13 @@ mod tests {
         assert_eq!(env.get("A"), None);
         assert_eq!(env.get("B"), Some("x"));
         assert_eq!(env.get("C"), None);
+    }
+
+    #[test]
+    fn debug_shows_names_not_values() {
+        let env = Env::from_pairs([("HTTPS_PROXY", "http://u:pa55word@p:3128")]);
+        let shown = format!("{env:?}");
+        assert!(shown.contains("HTTPS_PROXY"), "{shown}");
+        assert!(!shown.contains("pa55word"), "{shown}");
     }
 }

@@ -19,11 +19,11 @@
 pub mod cli;
 pub mod dcos;
 pub mod env;
-pub mod files;
+pub(crate) mod files;
 pub mod framing;
 pub mod guard;
 pub(crate) mod host;
-pub mod listener;
+pub(crate) mod listener;
 pub mod logging;
 pub mod proxy;
 pub mod server;

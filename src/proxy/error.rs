@@ -166,11 +166,11 @@ fn describe_tls(err: &rustls::Error) -> String {
                 "certificate not trusted: set core.ssl_verify to the cluster CA (dcos_ca.crt)"
                     .into()
             }
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                "certificate does not match the master's host name: use the host name the \
-                 certificate was issued for in core.dcos_url"
-                    .into()
-            }
+            CertificateError::NotValidForName => crate::upstream::tls::name_mismatch(None, &[]),
+            CertificateError::NotValidForNameContext {
+                expected,
+                presented,
+            } => crate::upstream::tls::name_mismatch(Some(expected), presented),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 "the master's certificate has expired".into()
             }

@@ -4,9 +4,9 @@
 //! the proxy is [`crate::guard`]'s business, and the master's client is
 //! [`crate::upstream`]'s.
 
-pub mod body;
-pub mod error;
+pub(crate) mod body;
+pub(crate) mod error;
 pub mod headers;
-pub mod layer;
-pub mod stack;
-pub mod upgrade;
+pub(crate) mod layer;
+pub(crate) mod stack;
+pub(crate) mod upgrade;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::SettingsError;
 use crate::files::{ReadError, read_bounded};
 use crate::types::{ClientAuth, LogFormat, WatchMode, parse_duration};
+use crate::upstream::route::ProxyText;
 
 /// The largest settings file read; anything bigger is not a settings file.
 const MAX_SETTINGS_FILE: u64 = 1024 * 1024;
@@ -79,6 +80,12 @@ pub struct UpstreamSection {
     pub response_timeout: Option<DurationSetting>,
     /// `upstream.connect_timeout`.
     pub connect_timeout: Option<DurationSetting>,
+    /// `upstream.proxy`: a proxy URL, or "none" to ignore the proxy variables.
+    pub proxy: Option<ProxyText>,
+    /// `upstream.proxy_command`: a command carrying each connection (`%h`, `%p`).
+    pub proxy_command: Option<String>,
+    /// `upstream.tls_server_name`: the name the master's certificate is checked against.
+    pub tls_server_name: Option<String>,
 }
 
 /// `[log]`: log format and level.

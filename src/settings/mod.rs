@@ -19,6 +19,7 @@ use crate::env::Env;
 use crate::files::{ReadError, read_bounded};
 use crate::guard::{DenyPaths, PathSecret, Policy};
 use crate::types::{ClientAuth, ListenAddr, LogFormat, WatchMode, parse_listen};
+use crate::upstream::route::{RouteInputs, RouteOptions};
 use crate::upstream::{ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT};
 
 /// Default listen address: loopback only, port 8079.
@@ -110,6 +111,8 @@ pub struct Settings {
     pub response_timeout: Duration,
     /// Upstream TCP connect timeout.
     pub connect_timeout: Duration,
+    /// How connections reach the master: proxy, proxy command, TLS server name.
+    pub route: RouteOptions,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
@@ -133,6 +136,7 @@ impl Default for Settings {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            route: RouteOptions::default(),
             log_format: LogFormat::default(),
             log_filter: DEFAULT_LOG_LEVEL.to_owned(),
             discover: DiscoverOptions::default(),
@@ -147,6 +151,7 @@ impl Settings {
         ClientOptions {
             connect_timeout: self.connect_timeout,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            route: self.route.clone(),
         }
     }
 
@@ -197,6 +202,8 @@ impl Settings {
                 "must be greater than zero".into(),
             ));
         }
+
+        s.route = resolve_route(cli, file, env)?;
 
         s.allow_remote = cli.allow_remote.or(file.allow_remote).unwrap_or(false);
         if !s.listen.is_local() && !s.allow_remote {
@@ -316,6 +323,39 @@ fn resolve_policy(cli: &Cli, file: &FileSettings, env: &Env) -> Result<Policy, S
         None
     };
     Ok(p)
+}
+
+/// The route to the master: flags beat the settings file; the proxy variables apply only
+/// when neither sets `proxy` or `proxy_command`.
+fn resolve_route(cli: &Cli, file: &FileSettings, env: &Env) -> Result<RouteOptions, SettingsError> {
+    let up = &file.upstream;
+    let inputs = RouteInputs {
+        proxy: cli
+            .upstream_proxy
+            .as_ref()
+            .map(|p| (p, "--upstream-proxy"))
+            .or(up
+                .proxy
+                .as_ref()
+                .map(|p| (p, "settings key `upstream.proxy`"))),
+        command: cli
+            .proxy_command
+            .as_deref()
+            .map(|c| (c, "--proxy-command"))
+            .or(up
+                .proxy_command
+                .as_deref()
+                .map(|c| (c, "settings key `upstream.proxy_command`"))),
+        tls_server_name: cli
+            .tls_server_name
+            .as_deref()
+            .map(|n| (n, "--tls-server-name"))
+            .or(up
+                .tls_server_name
+                .as_deref()
+                .map(|n| (n, "settings key `upstream.tls_server_name`"))),
+    };
+    RouteOptions::resolve(inputs, |name| env.get(name)).map_err(|e| invalid(&e.origin, e.message))
 }
 
 fn pick_list<'a>(flag: &'a [String], file: &'a Option<Vec<String>>) -> Option<&'a [String]> {

@@ -172,6 +172,7 @@ pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
     tracing::info!(
         cluster = %cluster.name.as_deref().map_or_else(|| "-".to_owned(), printable),
         master = %upstream.url,
+        proxy = %upstream.route,
         uid = %uid,
         expires_in = %expires_in,
         config = %source,

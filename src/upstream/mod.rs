@@ -7,10 +7,15 @@
 //! ([`Upstream::next`]); only a change of master or TLS builds a new client.
 //!
 //! TLS is set up in the `tls` module; `Location` rewriting uses the master's [`origin`].
+//! How bytes reach the master (directly, an HTTP or SOCKS5 proxy, or a command) is the
+//! [`route`]; the route settings are part of [`ClientOptions`], so changing them builds a
+//! new client.
 //! [`Upstream::new`] takes only what it reads: the cluster config and the
 //! [`ClientOptions`] of the connection pool.
 
+pub mod command;
 pub mod origin;
+pub mod route;
 pub(crate) mod tls;
 
 use std::path::PathBuf;
@@ -21,12 +26,15 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper_rustls::FixedServerNameResolver;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use self::origin::MasterOrigin;
+use self::route::RouteConnector;
+pub use self::route::{Route, RouteOptions};
 use self::tls::{TlsKey, tls_config};
 use crate::dcos::config::ClusterConfig;
 use crate::dcos::token::{Claims, ClaimsError};
@@ -43,7 +51,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub type RequestBody<B = Incoming> = Either<Full<Bytes>, B>;
 
 /// The pooled client type used for every upstream request.
-pub type HttpsClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+pub type HttpsClient = Client<HttpsConnector<RouteConnector>, RequestBody>;
 
 /// How connections to the master are made and pooled: the part of the settings that an
 /// [`Upstream`] reads.
@@ -53,6 +61,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
+    /// Proxy, proxy command and TLS server name.
+    pub route: RouteOptions,
 }
 
 impl Default for ClientOptions {
@@ -60,6 +70,7 @@ impl Default for ClientOptions {
         Self {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            route: RouteOptions::default(),
         }
     }
 }
@@ -113,6 +124,10 @@ pub struct Upstream {
     /// readable JWT (it is still sent; the master decides).
     pub claims: Option<Result<Claims, ClaimsError>>,
     tls: TlsKey,
+    /// What the client was built from (with `tls` and the URL: whether it can be kept).
+    options: ClientOptions,
+    /// How connections reach the master (for the startup line).
+    pub route: Route,
     scheme: Scheme,
     authority: Authority,
     /// Path prefix of `dcos_url` without a trailing slash; usually empty.
@@ -151,14 +166,15 @@ impl Upstream {
         options: &ClientOptions,
     ) -> Result<Self, UpstreamError> {
         let tls = TlsKey::of(cluster)?;
-        let same = tls == self.tls && url_text(&cluster.dcos_url) == self.url;
+        let same =
+            tls == self.tls && url_text(&cluster.dcos_url) == self.url && *options == self.options;
         let client = same.then(|| self.client.clone());
         Self::build(cluster, options, tls, client)
     }
 
     /// Whether `other` was built with this upstream's client (no reconnect, no new TLS).
     pub fn shares_client_with(&self, other: &Upstream) -> bool {
-        self.url == other.url && self.tls == other.tls
+        self.url == other.url && self.tls == other.tls && self.options == other.options
     }
 
     fn build(
@@ -184,15 +200,18 @@ impl Upstream {
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| bad("its host is not a valid Host header"))?;
 
+        let route = options.route.route_for(uri);
         let client = match client {
             Some(c) => c,
-            None => new_client(&tls, options)?,
+            None => new_client(&tls, options, &route)?,
         };
         Ok(Self {
             url: url_text(uri),
             cluster: cluster.name.clone(),
             claims: cluster.token.as_ref().map(|t| t.claims()),
             tls,
+            options: options.clone(),
+            route,
             origin: MasterOrigin::new(scheme.clone(), &authority, &prefix),
             scheme,
             authority,
@@ -229,18 +248,27 @@ fn url_text(uri: &Uri) -> String {
     uri.to_string().trim_end_matches('/').to_owned()
 }
 
-/// A pooled keep-alive client with the TLS set-up `tls`.
-fn new_client(tls: &TlsKey, options: &ClientOptions) -> Result<HttpsClient, UpstreamError> {
+/// A pooled keep-alive client with the TLS set-up `tls`, connecting along `route`.
+fn new_client(
+    tls: &TlsKey,
+    options: &ClientOptions,
+    route: &Route,
+) -> Result<HttpsClient, UpstreamError> {
     let tls = tls_config(tls)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(options.connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+        .https_or_http();
+    let builder = match &options.route.tls_server_name {
+        Some(name) => {
+            builder.with_server_name_resolver(FixedServerNameResolver::new(name.server_name()))
+        }
+        None => builder,
+    };
+    let https = builder.enable_http1().wrap_connector(route.connector(http));
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(options.pool_idle_timeout)
         .pool_timer(TokioTimer::new())
@@ -336,6 +364,30 @@ mod tests {
             with_ca.next(&bundled, &options),
             Err(UpstreamError::CaRead { .. })
         ));
+    }
+
+    #[test]
+    fn a_route_change_builds_a_new_pool() {
+        use self::route::{RouteInputs, TlsServerName};
+        let c = cluster("https://m.example");
+        let options = ClientOptions::default();
+        let up = Upstream::new(&c, &options).unwrap();
+        assert_eq!(up.route.to_string(), "none");
+        assert!(up.next(&c, &options).unwrap().shares_client_with(&up));
+
+        let mut named = options.clone();
+        named.route.tls_server_name = Some(TlsServerName::new("master.mesos").unwrap());
+        assert!(!up.next(&c, &named).unwrap().shares_client_with(&up));
+
+        let mut proxied = options.clone();
+        proxied.route = RouteOptions::resolve(RouteInputs::default(), |k| {
+            (k == "HTTPS_PROXY").then_some("http://p.example:3128")
+        })
+        .unwrap();
+        let via = up.next(&c, &proxied).unwrap();
+        assert!(!via.shares_client_with(&up));
+        assert_eq!(via.route.to_string(), "http://p.example:3128");
+        assert!(via.next(&c, &proxied).unwrap().shares_client_with(&via));
     }
 
     #[test]

@@ -101,6 +101,57 @@ fn config_builder() -> Result<
     Ok((provider, builder))
 }
 
+/// The most certificate names quoted in a name-mismatch message.
+const MAX_NAMES_SHOWN: usize = 4;
+/// The longest certificate name quoted (longer ones are cut).
+const MAX_NAME_CHARS: usize = 80;
+
+/// What to say when the master's certificate does not name the host it was reached at:
+/// the names it does carry (from the certificate, so bounded and escaped), and the two
+/// fixes: a URL with one of those names, or `upstream.tls_server_name` when the master is
+/// reached through a forward (`ssh -L`) or by IP address.
+pub fn name_mismatch(expected: Option<&ServerName<'_>>, presented: &[String]) -> String {
+    let shown: Vec<String> = presented
+        .iter()
+        .take(MAX_NAMES_SHOWN)
+        .map(|n| {
+            bare_name(n)
+                .chars()
+                .take(MAX_NAME_CHARS)
+                .flat_map(char::escape_debug)
+                .collect()
+        })
+        .collect();
+    let expected = expected.map_or_else(String::new, |e| format!(" {}", e.to_str()));
+    let names = match shown.len() {
+        0 => String::new(),
+        _ if presented.len() > MAX_NAMES_SHOWN => format!(" (it names {}, …)", shown.join(", ")),
+        _ => format!(" (it names {})", shown.join(", ")),
+    };
+    // Suggest a concrete name: the first that is not a wildcard.
+    let suggest = shown
+        .iter()
+        .find(|n| !n.starts_with('*'))
+        .map_or("NAME", String::as_str);
+    format!(
+        "certificate does not match the master's host name{expected}{names}: use a name it \
+         was issued for in core.dcos_url, or, when the master is reached through a forward \
+         (ssh -L) or by address, pass --tls-server-name {suggest} (upstream.tls_server_name)"
+    )
+}
+
+/// rustls reports presented names in their `Debug` form (`DnsName("master.mesos")`,
+/// `IpAddress(10.0.0.1)`): the name alone.
+fn bare_name(presented: &str) -> &str {
+    match presented.split_once('(') {
+        Some((_, rest)) => rest
+            .strip_suffix(')')
+            .map(|r| r.trim_matches('"'))
+            .unwrap_or(presented),
+        None => presented,
+    }
+}
+
 fn read_ca_pem(path: &Path) -> Result<Vec<u8>, UpstreamError> {
     read_bounded(path, MAX_CA_BUNDLE).map_err(|e| UpstreamError::CaRead {
         path: path.to_owned(),
@@ -171,5 +222,33 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_mismatch_names_the_certificate_and_the_setting() {
+        let expected = ServerName::try_from("127.0.0.1").unwrap();
+        let m = name_mismatch(
+            Some(&expected),
+            &[
+                "DnsName(\"*.mesos\")".into(),
+                "DnsName(\"master.mesos\")".into(),
+                "x\ny".into(),
+            ],
+        );
+        assert!(m.contains("host name 127.0.0.1"), "{m}");
+        assert!(m.contains("it names *.mesos, master.mesos, x\\ny"), "{m}");
+        assert!(m.contains("--tls-server-name master.mesos"), "{m}");
+        assert!(m.contains("upstream.tls_server_name"), "{m}");
+        let many: Vec<String> = (0..50).map(|i| format!("n{i}.example")).collect();
+        let m = name_mismatch(None, &many);
+        assert!(
+            m.contains("n3.example, …)") && !m.contains("n4.example"),
+            "{m}"
+        );
     }
 }
