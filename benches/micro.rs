@@ -37,6 +37,7 @@ fn cluster(url: &str) -> ClusterConfig {
         token: Some(Token::new(&token()).expect("a valid token")),
         ssl_verify: SslVerify::System,
         timeout: None,
+        origins: Default::default(),
     }
 }
 

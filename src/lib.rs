@@ -10,12 +10,15 @@
 //! - [`guard`]: which requests may use the proxy at all;
 //! - [`upstream`]: the master: its pooled client, TLS and origin;
 //! - [`listener`] and [`server`]: listening (TCP or a Unix socket), connections, limits
-//!   and graceful shutdown.
+//!   and graceful shutdown;
+//! - [`admin`] and [`metrics`]: the admin listener (health, readiness, metrics,
+//!   quitquitquit) and the lock-free counters behind `/metrics`.
 //!
 //! [`Proxy`] is the in-process entry point used by `main` and by the integration tests:
 //! [`Proxy::bind`] (or [`Proxy::bind_waiting`]), optionally [`Proxy::follow`], then
 //! [`Proxy::serve`].
 
+pub mod admin;
 pub mod cli;
 pub mod dcos;
 pub mod env;
@@ -25,6 +28,7 @@ pub mod guard;
 pub(crate) mod host;
 pub(crate) mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod settings;
@@ -39,12 +43,18 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::admin::{Admin, AdminError, AdminState};
 use crate::dcos::config::{ClusterConfig, ConfigError};
 use crate::guard::Guard;
 use crate::host::points_at;
 use crate::listener::{Listener, UnixSocketError};
+use crate::metrics::{Metrics, Scrape};
 use crate::proxy::stack::{self, StackConfig};
 use crate::settings::Settings;
+use crate::source::credential::Credential;
+use crate::source::login::{Login, LoginCredential};
+use crate::source::refresh::{LoginStats, Refresher, TokenPublisher};
+use crate::source::token_file::TokenFile;
 use crate::source::watch::{Follow, Tracker};
 use crate::source::{Change, Published, RereadRequests, Snapshot, announce};
 use crate::types::ListenAddr;
@@ -64,17 +74,12 @@ pub enum StartError {
         /// The I/O error (part of the message, not repeated as `source()`).
         error: std::io::Error,
     },
-    /// The master URL is the proxy's own address: every request would loop.
-    #[error(
-        "the master URL {url} is this proxy's own address {addr}: requests would loop \
-         forever. Keep core.dcos_url pointing at the cluster, and give the proxy's address \
-         only to your tools (e.g. DCOS_URL=http://{addr} for one command)"
-    )]
+    /// The master URL is the proxy's own address: every request would loop. The
+    /// message names where the URL came from and the fix for that source.
+    #[error("{message}")]
     Loop {
-        /// The configured master URL.
-        url: String,
-        /// The bound address.
-        addr: SocketAddr,
+        /// The whole message (see [`source::loop_message`]).
+        message: String,
     },
     /// The Unix socket could not be created.
     #[error(transparent)]
@@ -82,6 +87,18 @@ pub enum StartError {
     /// The upstream (TLS, CA bundle) could not be set up.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The admin listener could not be bound.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+
+/// A credential source that runs beside the proxy instead of the config tracker.
+#[derive(Debug)]
+enum Runner {
+    /// Logs in and keeps the token fresh.
+    Login(Box<Refresher<Login>>),
+    /// Follows a token file.
+    TokenFile(Box<TokenFile>),
 }
 
 /// A bound, ready-to-serve proxy.
@@ -98,6 +115,14 @@ pub struct Proxy {
     /// The config behind the first snapshot (`None` while waiting for one).
     initial: Option<ClusterConfig>,
     tracker: Option<Tracker>,
+    /// A login or token-file source (sidecar mode), instead of `tracker`.
+    runner: Option<Runner>,
+    /// The request path's counters.
+    metrics: Arc<Metrics>,
+    /// Login counters (zero without a login source).
+    logins: Arc<LoginStats>,
+    /// The bound admin listener, with `--admin-listen`.
+    admin: Option<Admin>,
 }
 
 impl Proxy {
@@ -109,14 +134,63 @@ impl Proxy {
                 && points_at(&cluster.dcos_url, local_addr)
             {
                 return Err(StartError::Loop {
-                    url: upstream.url.clone(),
-                    addr: local_addr,
+                    message: source::loop_message(cluster, local_addr),
                 });
             }
             announce(cluster, &upstream, Change::First);
             Ok(Snapshot::Ready(upstream))
         })
         .await?;
+        Ok(proxy)
+    }
+
+    /// Bind the listen address for `cluster`'s master with the token coming from
+    /// `credential` (a login that refreshes itself, or a token file) instead of the DC/OS
+    /// CLI config. Until the first token arrives, requests get 503 with the reason.
+    pub async fn bind_credential(
+        settings: &Settings,
+        cluster: &ClusterConfig,
+        credential: Credential,
+    ) -> Result<Self, StartError> {
+        let described = credential.describe();
+        let mut proxy = Self::bind_with(settings, None, |local_addr| {
+            if let Some(local_addr) = local_addr
+                && points_at(&cluster.dcos_url, local_addr)
+            {
+                return Err(StartError::Loop {
+                    message: source::loop_message(cluster, local_addr),
+                });
+            }
+            Ok(Snapshot::Waiting(
+                format!("no token yet: getting one from {described}").into(),
+            ))
+        })
+        .await?;
+        let publisher =
+            TokenPublisher::new(proxy.published.clone(), cluster, &settings.client_options())?;
+        tracing::info!(
+            master = %cluster.dcos_url,
+            credentials = %described,
+            "using DC/OS cluster with credentials from {described}"
+        );
+        proxy.runner = Some(match LoginCredential::of(&credential) {
+            Some(login) => {
+                let endpoint = login.endpoint(&cluster.dcos_url);
+                let login = Login::new(login, endpoint, publisher.client().clone());
+                Runner::Login(Box::new(Refresher::new(
+                    login,
+                    publisher,
+                    proxy.logins.clone(),
+                )))
+            }
+            None => match credential {
+                Credential::TokenFile(path) => {
+                    Runner::TokenFile(Box::new(TokenFile::start(path, publisher)))
+                }
+                // LoginCredential::of covers every other kind.
+                _ => return Ok(proxy),
+            },
+        });
         Ok(proxy)
     }
 
@@ -156,6 +230,11 @@ impl Proxy {
                 }));
             }
         };
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(Admin::bind(addr).await?),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::default());
         let (published, rereads) = Published::new(first(local_addr)?);
         let published = Arc::new(published);
         if let Some(addr) = local_addr.filter(|_| !settings.listen.is_local()) {
@@ -182,6 +261,7 @@ impl Proxy {
             client_auth: settings.client_auth,
             response_timeout: settings.response_timeout,
             fallback_host,
+            metrics: metrics.clone(),
         };
         Ok(Self {
             listener,
@@ -192,6 +272,10 @@ impl Proxy {
             settings: settings.clone(),
             initial: initial.cloned(),
             tracker: None,
+            runner: None,
+            metrics,
+            logins: Arc::default(),
+            admin,
         })
     }
 
@@ -213,6 +297,11 @@ impl Proxy {
     /// tests and monitoring).
     pub fn source(&self) -> Arc<Published> {
         self.published.clone()
+    }
+
+    /// The admin listener's address, with `--admin-listen`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::local_addr)
     }
 
     /// The TCP address actually bound (useful with port 0); `None` on a Unix socket.
@@ -247,11 +336,35 @@ impl Proxy {
             None => self.settings.listen.to_string(),
         };
         tracing::info!(%listen, "proxy ready");
-        // Without a tracker, `rereads` is dropped here and a 401 is passed straight on.
-        let follower = self
-            .tracker
-            .map(|t| tokio::spawn(t.run(self.rereads)))
-            .map(AbortOnDrop);
+        // Without a tracker or runner, `rereads` is dropped here and a 401 is passed
+        // straight on.
+        let follower = match (self.tracker, self.runner) {
+            (Some(t), _) => Some(tokio::spawn(t.run(self.rereads))),
+            (None, Some(Runner::Login(r))) => Some(tokio::spawn((*r).run(self.rereads))),
+            (None, Some(Runner::TokenFile(f))) => Some(tokio::spawn((*f).run(self.rereads))),
+            (None, None) => None,
+        }
+        .map(AbortOnDrop);
+        // The admin listener runs until the process ends; `/quitquitquit` ends serving
+        // like a signal does, and `/readyz` says "draining" from then on.
+        let state = Arc::new(AdminState::new(Scrape {
+            metrics: self.metrics.clone(),
+            source: self.published.clone(),
+            logins: self.logins.clone(),
+        }));
+        let admin = self
+            .admin
+            .map(|a| AbortOnDrop(tokio::spawn(a.serve(state.clone()))));
+        let quit = state.quit.clone();
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = quit.notified() => {}
+            }
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        };
         let limits = server::Limits {
             header_read_timeout: self.settings.header_read_timeout,
             max_header_bytes: self.settings.max_header_bytes,
@@ -261,8 +374,9 @@ impl Proxy {
         // Built once; the server owns the drain signal and gives tunnels their handle.
         let config = self.stack;
         let build = move |tunnels| stack::build(config, tunnels);
-        server::serve(self.listener, build, limits, shutdown).await;
+        server::serve(self.listener, build, limits, self.metrics, shutdown).await;
         drop(follower);
+        drop(admin);
     }
 }
 

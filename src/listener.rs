@@ -5,6 +5,12 @@
 //! 0600, then renamed into place (which also replaces a stale socket atomically). A
 //! path that is not a socket, or a socket something still answers on, is refused. The
 //! socket file is removed when the listener is dropped, if it is still ours.
+//!
+//! The directory must be one other users cannot use to swap the socket for their own:
+//! not writable by group or others unless sticky (`/tmp`, where only the owner of a file
+//! may rename or remove it), and owned by us or root. In a sticky directory the socket
+//! must end up ours. Without that, `unix:$XDG_RUNTIME_DIR/x.sock` with the variable unset
+//! would quietly become `/x.sock`, or a socket in a shared directory could be replaced.
 
 use std::fmt;
 use std::io;
@@ -36,6 +42,31 @@ pub enum UnixSocketError {
         path.display()
     )]
     InUse {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Another user could replace the socket: its directory is writable by others and
+    /// not sticky, or it is owned by someone else.
+    #[error(
+        "cannot listen on unix:{}: {} {why}, so another user could replace the socket with \
+         their own; use a directory only you can write to, such as $XDG_RUNTIME_DIR \
+         (or a sticky one such as /tmp)",
+        path.display(), dir.display()
+    )]
+    SharedDirectory {
+        /// The socket path.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+        /// What makes the directory unsafe, e.g. "can be written by other users (mode 0777)".
+        why: String,
+    },
+    /// The socket at the path (in a sticky directory) belongs to another user.
+    #[error(
+        "cannot listen on unix:{}: the socket there belongs to another user; pick another path",
+        path.display()
+    )]
+    NotOurs {
         /// The path.
         path: PathBuf,
     },
@@ -159,6 +190,19 @@ pub fn bind_unix(path: &Path) -> Result<Listener, UnixSocketError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    let dir_meta = std::fs::metadata(parent).map_err(io_err)?;
+    let shared = |why: String| UnixSocketError::SharedDirectory {
+        path: path.to_owned(),
+        dir: parent.to_owned(),
+        why,
+    };
+    let mode = dir_meta.mode() & 0o7777;
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky {
+        return Err(shared(format!(
+            "can be written by other users (mode {mode:04o}) and is not sticky"
+        )));
+    }
     let name = path
         .file_name()
         .ok_or_else(|| io_err(io::Error::other("the path has no file name")))?;
@@ -175,6 +219,14 @@ pub fn bind_unix(path: &Path) -> Result<Listener, UnixSocketError> {
         .mode(0o700)
         .create(&staging)
         .map_err(io_err)?;
+    // The staging directory was just created by this process: its owner is us.
+    let owner_check = std::fs::symlink_metadata(&staging)
+        .map_err(io_err)
+        .and_then(|m| check_owners(path, parent, &dir_meta, m.uid()));
+    if let Err(e) = owner_check {
+        let _ = std::fs::remove_dir(&staging);
+        return Err(e);
+    }
     let inner = staging.join("s");
     let bound = (|| {
         let listener = std::os::unix::net::UnixListener::bind(&inner)?;
@@ -193,6 +245,32 @@ pub fn bind_unix(path: &Path) -> Result<Listener, UnixSocketError> {
     };
     let listener = UnixListener::from_std(listener).map_err(io_err)?;
     Ok(Listener::Unix(listener, file))
+}
+
+/// The directory must belong to us or root, and a socket already at `path` to us: in a
+/// sticky directory another user's socket could not be replaced anyway, and in a
+/// directory someone else owns they could swap ours.
+#[cfg(unix)]
+fn check_owners(
+    path: &Path,
+    dir: &Path,
+    dir_meta: &std::fs::Metadata,
+    me: u32,
+) -> Result<(), UnixSocketError> {
+    use std::os::unix::fs::MetadataExt;
+    if dir_meta.uid() != me && dir_meta.uid() != 0 {
+        return Err(UnixSocketError::SharedDirectory {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+            why: format!("belongs to another user (uid {})", dir_meta.uid()),
+        });
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.uid() != me => Err(UnixSocketError::NotOurs {
+            path: path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// An accepted connection.
@@ -295,6 +373,32 @@ mod tests {
 
         drop(l);
         assert!(!path.exists(), "removed on drop");
+    }
+
+    #[tokio::test]
+    async fn a_directory_others_can_write_to_is_refused_unless_sticky() {
+        for (mode, refused) in [(0o777, true), (0o775, true), (0o757, true), (0o1777, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = dir.path().join("shared");
+            std::fs::create_dir(&shared).unwrap();
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(mode)).unwrap();
+            let path = shared.join("p.sock");
+            let result = bind_unix(&path);
+            match (refused, result) {
+                (true, Err(e)) => {
+                    assert!(matches!(e, UnixSocketError::SharedDirectory { .. }), "{e}");
+                    let text = e.to_string();
+                    assert!(text.contains(&format!("mode {mode:04o}")), "{text}");
+                    assert!(text.contains("XDG_RUNTIME_DIR"), "{text}");
+                    assert!(!path.exists(), "nothing created");
+                    // Nothing left behind either.
+                    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
+                }
+                (false, Ok(l)) => drop(l),
+                (true, Ok(_)) => panic!("mode {mode:o}: listened in a shared directory"),
+                (false, Err(e)) => panic!("mode {mode:o}: {e}"),
+            }
+        }
     }
 
     #[test]

@@ -31,6 +31,24 @@ pub const LOG_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// How long a line may wait in the buffer before the writer thread writes it out.
 pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// Added to the filter unless it names `notify` or asks for debug/trace detail: the
+/// file-watching library logs its own bookkeeping at info and warn level, in its Debug
+/// form (`unable to remove watch descriptor from inotify: Os { code: 22, … }` after
+/// `dcos cluster remove`), which is expected and needs nothing from the user. The proxy
+/// reports every watcher problem that matters in its own words.
+pub const QUIET_LIBRARIES: &str = "notify=error";
+
+/// The filter actually installed: `filter`, plus [`QUIET_LIBRARIES`] unless the user
+/// asked for library detail.
+pub fn effective_filter(filter: &str) -> String {
+    let detailed =
+        filter.contains("notify") || filter.contains("debug") || filter.contains("trace");
+    if detailed || filter.trim().is_empty() {
+        filter.to_owned()
+    } else {
+        format!("{filter},{QUIET_LIBRARIES}")
+    }
+}
 
 /// The log filter did not parse.
 #[derive(Debug, thiserror::Error)]
@@ -200,10 +218,11 @@ impl Drop for LogGuard {
 
 /// Install the global subscriber. Call once, from `main`, and keep the guard.
 pub fn init(format: LogFormat, filter: &str) -> Result<LogGuard, LogError> {
-    let env_filter = EnvFilter::try_new(filter).map_err(|source| LogFilterError {
-        filter: filter.to_owned(),
-        source,
-    })?;
+    let env_filter =
+        EnvFilter::try_new(effective_filter(filter)).map_err(|source| LogFilterError {
+            filter: filter.to_owned(),
+            source,
+        })?;
     // Colour only for a person at a terminal, and never when NO_COLOR is set.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let (writer, guard) = queued(std::io::stderr(), LOG_BUFFER_BYTES).map_err(LogError::Writer)?;
@@ -318,5 +337,14 @@ mod tests {
         drop(guard);
         assert_eq!(writes.lock().unwrap().concat(), b"last words\n");
         assert_eq!(queue.0.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn library_bookkeeping_is_quiet_unless_asked_for() {
+        assert_eq!(effective_filter("info"), format!("info,{QUIET_LIBRARIES}"));
+        assert_eq!(effective_filter("warn"), format!("warn,{QUIET_LIBRARIES}"));
+        assert_eq!(effective_filter("debug"), "debug");
+        assert_eq!(effective_filter("info,notify=info"), "info,notify=info");
+        assert!(tracing_subscriber::EnvFilter::try_new(effective_filter("info")).is_ok());
     }
 }

@@ -47,6 +47,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::framing::{Findings, FramingConflict, ScanIo};
 use crate::listener::{Listener, Peer};
+use crate::metrics::Metrics;
 use crate::proxy::stack::Stack;
 use crate::proxy::upgrade::Tunnels;
 
@@ -67,18 +68,20 @@ pub struct Limits {
 }
 
 /// Serve `listener` with the stack that `build` makes (given the handle tunnels hold)
-/// until `shutdown` resolves, then drain for at most `limits.grace`.
+/// until `shutdown` resolves, then drain for at most `limits.grace`. Open connections
+/// and tunnels are counted in `metrics`.
 pub async fn serve(
     listener: Listener,
     build: impl FnOnce(Tunnels) -> Stack,
     limits: Limits,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let grace = limits.grace;
     // Shutdown signal and in-flight tracking: every connection and tunnel holds a
     // receiver; `send` asks them to wind down, `closed` waits until they have.
     let (drain, _) = watch::channel(());
-    let stack = build(Tunnels::new(drain.clone()));
+    let stack = build(Tunnels::new(drain.clone()).counted(metrics.clone()));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -132,7 +135,9 @@ pub async fn serve(
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
+        let open = metrics.connection();
         tokio::spawn(async move {
+            let _open = open;
             let mut conn = pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
@@ -257,32 +262,6 @@ fn log_connection_error(peer: Peer, e: &hyper::Error) {
         tracing::debug!(%peer, error = %e, "malformed request; answered 400 and closed");
     } else {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
-/// Install the SIGINT/SIGTERM handlers now and return a future that resolves when
-/// either arrives (Ctrl-C elsewhere).
-///
-/// Installing eagerly matters: a signal that arrives between "listening" and the first
-/// poll of a lazily-installed handler would kill the process instead of draining it.
-pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        Ok(async move {
-            tokio::select! {
-                _ = int.recv() => tracing::info!("received SIGINT"),
-                _ = term.recv() => tracing::info!("received SIGTERM"),
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
     }
 }
 

@@ -66,6 +66,19 @@ impl ProxyError {
         }
     }
 
+    /// What kind of failure this is, for the `errors_total` metric.
+    pub fn kind(&self) -> crate::metrics::ErrorKind {
+        use crate::metrics::ErrorKind;
+        match self {
+            Self::BadGateway { .. } => ErrorKind::Upstream,
+            Self::GatewayTimeout { .. } => ErrorKind::Timeout,
+            Self::BadRequest(_) | Self::ClientBody { .. } | Self::BodyTimeout(_) => {
+                ErrorKind::Client
+            }
+            Self::Unconfigured(_) => ErrorKind::Unconfigured,
+        }
+    }
+
     /// The error for a failed exchange with the master, with the cause worked out from
     /// `err`: a 400 when the client's own request body broke, else a 502.
     pub fn upstream(url: &str, err: &(dyn StdError + 'static)) -> Self {
@@ -86,6 +99,8 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        // For the metrics layer: a local answer, and why.
+        resp.extensions_mut().insert(self.kind());
         resp
     }
 }
@@ -174,9 +189,69 @@ fn describe_tls(err: &rustls::Error) -> String {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 "the master's certificate has expired".into()
             }
-            other => format!("invalid certificate ({other:?})"),
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the master's certificate is not valid yet: check this machine's clock".into()
+            }
+            CertificateError::Revoked => "the master's certificate has been revoked".into(),
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "the master's certificate is not meant for a TLS server (extended key usage)".into()
+            }
+            CertificateError::Other(other)
+                if matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) =>
+            {
+                CA_AS_MASTER_CERT.into()
+            }
+            CertificateError::Other(other) => {
+                format!(
+                    "the master's certificate was refused: {}",
+                    plain_words(&format!("{:?}", other.0))
+                )
+            }
+            other => format!(
+                "the master's certificate was refused: {}",
+                plain_words(&format!("{other:?}"))
+            ),
         },
         other => format!("TLS handshake failed: {other}"),
+    }
+}
+
+/// What `CaUsedAsEndEntity` means, for a user who made a certificate with
+/// `openssl req -x509` and named it in `ssl_verify`.
+pub const CA_AS_MASTER_CERT: &str = "this certificate is a CA, not the master's certificate; \
+    point ssl_verify at the CA that signed the master's certificate, or regenerate it as a leaf";
+
+/// A library's Debug name (`UnsupportedSignatureAlgorithm`, `Other(OtherError(Foo))`) in
+/// plain lowercase words (`unsupported signature algorithm`), for the variants no
+/// sentence is written for: no braces, no type names of wrappers.
+fn plain_words(debug: &str) -> String {
+    let mut name = debug;
+    // Open wrappers: `Other(OtherError(Inner))` -> `Inner`.
+    while let Some((head, rest)) = name.split_once('(') {
+        if matches!(head, "Other" | "OtherError" | "Some") {
+            name = rest.trim_end_matches(')');
+        } else {
+            name = head;
+            break;
+        }
+    }
+    let name = name.split([' ', '{']).next().unwrap_or_default();
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    if out.is_empty() {
+        "no reason given".into()
+    } else {
+        out
     }
 }
 
@@ -195,6 +270,31 @@ mod tests {
         );
         let e = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
         assert!(describe(&e).contains("host name"));
+    }
+
+    #[test]
+    fn a_ca_used_as_the_masters_certificate_is_explained() {
+        let e = rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+            std::sync::Arc::new(webpki::Error::CaUsedAsEndEntity),
+        )));
+        assert_eq!(describe(&e), CA_AS_MASTER_CERT);
+        assert!(!describe(&e).contains("CaUsedAsEndEntity"));
+    }
+
+    #[test]
+    fn other_certificate_errors_read_as_words() {
+        let e = rustls::Error::InvalidCertificate(CertificateError::BadEncoding);
+        assert_eq!(
+            describe(&e),
+            "the master's certificate was refused: bad encoding"
+        );
+        let e = rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+            std::sync::Arc::new(webpki::Error::UnknownIssuer),
+        )));
+        assert_eq!(
+            describe(&e),
+            "the master's certificate was refused: unknown issuer"
+        );
     }
 
     #[test]

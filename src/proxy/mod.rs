@@ -6,6 +6,10 @@
 
 pub(crate) mod body;
 pub(crate) mod error;
+
+/// A short cause for an upstream failure, with the fix where known (also used by the
+/// binary's `doctor` and startup check).
+pub use error::describe;
 pub mod headers;
 pub(crate) mod layer;
 pub(crate) mod stack;

@@ -28,12 +28,14 @@ use super::layer::access::{AccessLogLayer, AccessLogService};
 use super::layer::finish::{FinishLayer, FinishService};
 use super::layer::forward::Forward;
 use super::layer::guard::{GuardLayer, GuardService};
+use super::layer::metrics::{MetricsLayer, MetricsService, UpstreamLatency, UpstreamLatencyLayer};
 use super::layer::prepare::{PrepareLayer, PrepareService};
 use super::layer::retry::{RetryLayer, RetryService};
 use super::layer::snapshot::{SnapshotLayer, SnapshotService};
 use super::layer::timeout::{ResponseTimeout, ResponseTimeoutLayer};
 use super::upgrade::Tunnels;
 use crate::guard::Guard;
+use crate::metrics::Metrics;
 use crate::source::Published;
 use crate::types::ClientAuth;
 
@@ -51,6 +53,8 @@ pub struct StackConfig {
     pub response_timeout: Duration,
     /// The host to put in rewritten `Location`s when a client sent no `Host`.
     pub fallback_host: HeaderValue,
+    /// Where the metrics layers count (lock-free atomics).
+    pub metrics: Arc<Metrics>,
 }
 
 /// The composed request path: a `tower::Service<Request<Incoming>>` answering
@@ -59,9 +63,15 @@ pub struct StackConfig {
 ///
 /// [`ResponseBody`]: super::body::ResponseBody
 pub type Stack = SetSensitiveRequestHeaders<
-    AccessLogService<
-        GuardService<
-            SnapshotService<PrepareService<FinishService<RetryService<ResponseTimeout<Forward>>>>>,
+    MetricsService<
+        AccessLogService<
+            GuardService<
+                SnapshotService<
+                    PrepareService<
+                        FinishService<RetryService<ResponseTimeout<UpstreamLatency<Forward>>>>,
+                    >,
+                >,
+            >,
         >,
     >,
 >;
@@ -88,6 +98,8 @@ pub fn build(config: StackConfig, tunnels: Tunnels) -> Stack {
     ServiceBuilder::new()
         // Authorization, Cookie, Proxy-Authorization: never printed.
         .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE))
+        // Requests by method and status class, local answers by kind; atomics only.
+        .layer(MetricsLayer::new(config.metrics.clone()))
         // One line per request, once its response is over; never a secret.
         .layer(AccessLogLayer)
         // A refusal is a response; nothing refused goes further.
@@ -110,6 +122,8 @@ pub fn build(config: StackConfig, tunnels: Tunnels) -> Stack {
         .layer(RetryLayer::new(config.source))
         // 504 when the master sends no response headers in time.
         .layer(ResponseTimeoutLayer::new(config.response_timeout))
+        // Time until the master's response headers.
+        .layer(UpstreamLatencyLayer::new(config.metrics))
         // The snapshot's pooled client.
         .service(Forward)
 }

@@ -10,21 +10,34 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
+use crate::metrics::{Metrics, OpenGuard};
+use std::sync::Arc;
+
 /// The server's drain signal as the request path sees it: it can only make receivers
 /// for tunnels to hold (one per tunnel, dropped when the tunnel closes), never signal a
 /// shutdown. The server owns the signal and gives this to the stack when building it.
 #[derive(Debug, Clone)]
-pub struct Tunnels(watch::Sender<()>);
+pub struct Tunnels(watch::Sender<()>, Option<Arc<Metrics>>);
 
 impl Tunnels {
     /// Let tunnels hold `drain`, the server's drain signal.
     pub fn new(drain: watch::Sender<()>) -> Self {
-        Self(drain)
+        Self(drain, None)
+    }
+
+    /// Count open tunnels in `metrics` too.
+    pub fn counted(self, metrics: Arc<Metrics>) -> Self {
+        Self(self.0, Some(metrics))
     }
 
     /// A receiver for one tunnel to hold while it is open.
     pub fn hold(&self) -> watch::Receiver<()> {
         self.0.subscribe()
+    }
+
+    /// Keeps the open-tunnels gauge up while one tunnel is open.
+    pub fn open(&self) -> Option<OpenGuard> {
+        self.1.as_ref().map(Metrics::tunnel)
     }
 }
 

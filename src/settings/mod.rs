@@ -10,8 +10,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod credentials;
 mod file;
 
+pub use self::credentials::CredentialFlags;
 pub use self::file::{DcosSection, DurationSetting, FileSettings, LogSection, UpstreamSection};
 use crate::cli::Cli;
 use crate::dcos::config::DiscoverOptions;
@@ -121,6 +123,10 @@ pub struct Settings {
     pub discover: DiscoverOptions,
     /// How to follow it for changes.
     pub watch: WatchMode,
+    /// The credential flags (service account, user, token file), if any.
+    pub credentials: CredentialFlags,
+    /// Where the admin listener (health, readiness, metrics) listens; `None`: off.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -141,6 +147,8 @@ impl Default for Settings {
             log_filter: DEFAULT_LOG_LEVEL.to_owned(),
             discover: DiscoverOptions::default(),
             watch: WatchMode::default(),
+            credentials: CredentialFlags::default(),
+            admin_listen: None,
         }
     }
 }
@@ -272,6 +280,8 @@ impl Settings {
             home,
             cwd: std::env::current_dir().ok(),
         };
+        s.credentials = CredentialFlags::from_cli(cli)?;
+        s.admin_listen = cli.admin_listen;
         Ok(s)
     }
 }

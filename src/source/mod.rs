@@ -10,6 +10,10 @@
 //! whose token the master refused can ask for an immediate re-read
 //! ([`Published::reread`]), which recovers from a missed file event.
 
+pub mod credential;
+pub mod login;
+pub mod refresh;
+pub mod token_file;
 pub mod watch;
 
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
+use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify, ValueSource};
 use crate::dcos::token::human_duration;
 use crate::upstream::Upstream;
 
@@ -114,8 +118,10 @@ impl Published {
 pub enum Change {
     /// The first config: at startup, or once a cluster is set up.
     First,
-    /// Another master (a cluster switch or a new `dcos_url`).
+    /// Another cluster (a switch with `dcos cluster attach`, or another `--cluster`).
     Master,
+    /// The same cluster (same config file and name) at a new master URL.
+    Url,
     /// The same master with a new token or other settings.
     Token,
 }
@@ -136,6 +142,44 @@ fn printable(text: &str) -> String {
 
 /// Say which cluster is in use, who is logged in and for how long, and whether anything
 /// needs doing. Never logs the token.
+/// Why a master URL that is the proxy's own address loops, and the fix for where that
+/// URL came from: a `DCOS_URL` meant for tools, an `--upstream` typo, or `core.dcos_url`
+/// set to the proxy (`dcos config set core.dcos_url http://127.0.0.1:8079`).
+pub fn loop_message(cluster: &ClusterConfig, addr: std::net::SocketAddr) -> String {
+    let url = cluster.dcos_url.to_string();
+    let url = url.trim_end_matches('/');
+    let (from, fix) = match &cluster.origins.url {
+        Some(ValueSource::Env(var)) => (
+            (*var).to_owned(),
+            format!(
+                "unset {var} where the proxy starts (it is for your tools: \
+                 `{var}=http://{addr} dcos …` for one command); the proxy then reads \
+                 the master from the DC/OS CLI config, or pass it with --upstream"
+            ),
+        ),
+        Some(ValueSource::Flag(flag)) => (
+            (*flag).to_owned(),
+            format!("pass the master's URL to {flag}, not the proxy's"),
+        ),
+        Some(at @ ValueSource::File { .. }) => (
+            at.to_string(),
+            format!(
+                "set core.dcos_url back to the master (`dcos cluster setup` again) and give \
+                 the proxy's address only to your tools (e.g. DCOS_URL=http://{addr} for one \
+                 command)"
+            ),
+        ),
+        None => (
+            "the configured URL".to_owned(),
+            "point it at the master".to_owned(),
+        ),
+    };
+    format!(
+        "the master URL {url} (from {from}) is this proxy's own address {addr}: requests would \
+         loop forever; {fix}"
+    )
+}
+
 pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
     let source = match &cluster.source {
         ConfigSource::Cluster { file, .. } | ConfigSource::Legacy { file } => {
@@ -167,7 +211,12 @@ pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
     let message = match change {
         Change::First => "using DC/OS cluster",
         Change::Master => "switched to another DC/OS cluster",
+        Change::Url => "the cluster's master URL changed; new requests go there",
         Change::Token => "DC/OS config changed; new requests use it",
+    };
+    let from = |v: &Option<ValueSource>| {
+        v.as_ref()
+            .map_or_else(|| "-".to_owned(), ToString::to_string)
     };
     tracing::info!(
         cluster = %cluster.name.as_deref().map_or_else(|| "-".to_owned(), printable),
@@ -176,8 +225,17 @@ pub fn announce(cluster: &ClusterConfig, upstream: &Upstream, change: Change) {
         uid = %uid,
         expires_in = %expires_in,
         config = %source,
+        url_from = %from(&cluster.origins.url),
+        token_from = %from(&cluster.origins.token),
         "{message}"
     );
+    if let Some(file) = &cluster.origins.shadowed_file_token {
+        tracing::info!(
+            "the token comes from DCOS_ACS_TOKEN, which beats the one in {}; unset it to use \
+             the CLI's login",
+            file.display()
+        );
+    }
     if cluster.token.is_none() {
         tracing::warn!(
             config = %source,

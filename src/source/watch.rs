@@ -315,10 +315,7 @@ impl Tracker {
         if let Some(local_addr) = self.local_addr
             && crate::host::points_at(&cfg.dcos_url, local_addr)
         {
-            return self.problem_text(format!(
-                "the master URL {} is this proxy's own address {}: requests would loop",
-                cfg.dcos_url, local_addr
-            ));
+            return self.problem_text(super::loop_message(&cfg, local_addr));
         }
         let snapshot = self.published.load();
         let previous = snapshot.upstream();
@@ -330,11 +327,17 @@ impl Tracker {
             Ok(up) => up,
             Err(e) => return self.problem_text(e.to_string()),
         };
+        let same_cluster = self
+            .current
+            .as_ref()
+            .is_some_and(|cur| cur.source == cfg.source && cur.name == cfg.name);
         let change = match previous {
             None => Change::First,
+            Some(prev) if prev.url != upstream.url && same_cluster => Change::Url,
             Some(prev) if prev.url != upstream.url => Change::Master,
             Some(_) => Change::Token,
         };
+        let recovered = self.last_problem.is_some() && self.current.is_some();
         if let Some(prev) = previous
             && !prev.shares_client_with(&upstream)
         {
@@ -346,6 +349,9 @@ impl Tracker {
         self.published.store(Snapshot::Ready(upstream));
         if let Some(up) = self.published.load().upstream() {
             announce(&cfg, up, change);
+        }
+        if recovered {
+            tracing::info!("the DC/OS config is good again; the problem above is fixed");
         }
         self.expiry.check(SystemTime::now());
         self.current = Some(cfg);

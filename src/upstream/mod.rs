@@ -36,7 +36,7 @@ pub use self::origin::MasterOrigin;
 use self::route::RouteConnector;
 pub use self::route::{Route, RouteOptions};
 use self::tls::{TlsKey, tls_config};
-use crate::dcos::config::ClusterConfig;
+use crate::dcos::config::{ClusterConfig, Origins};
 use crate::dcos::token::{Claims, ClaimsError};
 
 /// How long an idle pooled connection to the master is kept.
@@ -136,6 +136,8 @@ pub struct Upstream {
     pub host: HeaderValue,
     /// `token=<jwt>`, or `None` when not logged in.
     pub auth: Option<HeaderValue>,
+    /// Where the master URL and the token came from, for hints.
+    pub origins: Origins,
     /// For `Location` rewriting.
     pub origin: MasterOrigin,
     /// The pooled keep-alive client.
@@ -218,6 +220,7 @@ impl Upstream {
             prefix,
             host,
             auth: cluster.token.as_ref().map(|t| t.header_value()),
+            origins: cluster.origins.clone(),
             client,
         })
     }
@@ -290,6 +293,7 @@ mod tests {
             token: None,
             ssl_verify: SslVerify::System,
             timeout: None,
+            origins: Default::default(),
         }
     }
 

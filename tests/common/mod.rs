@@ -28,7 +28,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -85,6 +84,9 @@ impl Seen {
 #[derive(Default)]
 struct State {
     seen: Mutex<Vec<Seen>>,
+    /// Requests from the proxy's own checks (startup check, `doctor`), which identify
+    /// themselves by [`CHECK_USER_AGENT`]; kept apart so they never count as a client's.
+    probes: Mutex<Vec<Seen>>,
     /// The tokens this master accepts (it "issued" them).
     accepted: Mutex<std::collections::HashSet<String>>,
     arrived: Notify,
@@ -92,7 +94,75 @@ struct State {
     release: Notify,
     /// Sizes of request-body chunks as `/exec-input` receives them.
     chunks: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
+    /// The login endpoint's account, when enabled ([`FakeMaster::enable_login`]).
+    login: Mutex<Option<LoginAccount>>,
+    /// Every login attempt, in order.
+    logins: Mutex<Vec<LoginRecord>>,
+    /// When each token this master minted stops being accepted.
+    expiry: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// The one account the fake master's login endpoint knows (reference §7).
+#[derive(Debug, Clone)]
+pub struct LoginAccount {
+    pub uid: String,
+    /// The service account's RSA public key (PKCS#1 `RSAPublicKey` DER), if it has one.
+    pub public_key: Option<Vec<u8>>,
+    /// The user's password, if it has one.
+    pub password: Option<String>,
+    /// How long minted tokens live.
+    pub lifetime: Duration,
+    /// How long the endpoint takes to answer.
+    pub delay: Duration,
+    /// Refuse every login (as for an unknown account).
+    pub refuse: bool,
+}
+
+impl LoginAccount {
+    /// A service account whose public key is that of the PEM private key `pem`.
+    pub fn service_account(uid: &str, pem: &str, lifetime: Duration) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            public_key: Some(public_key_of(pem)),
+            password: None,
+            lifetime,
+            delay: Duration::ZERO,
+            refuse: false,
+        }
+    }
+}
+
+/// One login attempt as the fake master saw it.
+#[derive(Debug, Clone)]
+pub struct LoginRecord {
+    pub at: std::time::Instant,
+    /// Whether a token was minted.
+    pub ok: bool,
+    /// When the token minted by the previous successful login expired(s).
+    pub previous_expiry: Option<std::time::Instant>,
+}
+
+/// The PKCS#1 DER public key of a PEM (PKCS#8 or PKCS#1) RSA private key.
+pub fn public_key_of(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let pair = match &der {
+        PrivateKeyDer::Pkcs8(k) => ring::signature::RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(k) => ring::signature::RsaKeyPair::from_der(k.secret_pkcs1_der()),
+        _ => panic!("not an RSA key"),
+    }
+    .unwrap();
+    pair.public().as_ref().to_vec()
+}
+
+/// The test service account's key (PKCS#8), its PKCS#1 form, and a stranger's key.
+pub const SA_KEY_PKCS8: &str = include_str!("../fixtures/keys/sa_pkcs8.pem");
+pub const SA_KEY_PKCS1: &str = include_str!("../fixtures/keys/sa_pkcs1.pem");
+pub const OTHER_KEY: &str = include_str!("../fixtures/keys/other_pkcs8.pem");
+
+/// How the proxy's own checks (startup check, `doctor`) name themselves in `User-Agent`.
+pub const CHECK_USER_AGENT: &str = "dcos-token-proxy-check/";
 
 /// The fake master.
 pub struct FakeMaster {
@@ -162,6 +232,11 @@ impl FakeMaster {
         self.state.seen.lock().unwrap().clone()
     }
 
+    /// The requests the proxy's own checks made (see [`CHECK_USER_AGENT`]).
+    pub fn probes(&self) -> Vec<Seen> {
+        self.state.probes.lock().unwrap().clone()
+    }
+
     /// How many requests the master has received.
     pub fn count(&self) -> usize {
         self.state.seen.lock().unwrap().len()
@@ -209,6 +284,38 @@ impl FakeMaster {
         self.state.release.notify_one();
     }
 
+    /// Serve `POST /acs/api/v1/auth/login` for `account` from now on.
+    pub fn enable_login(&self, account: LoginAccount) {
+        *self.state.login.lock().unwrap() = Some(account);
+    }
+
+    /// Change the login account (refuse, delay...) in place.
+    pub fn update_login(&self, f: impl FnOnce(&mut LoginAccount)) {
+        if let Some(a) = self.state.login.lock().unwrap().as_mut() {
+            f(a);
+        }
+    }
+
+    /// Every login attempt so far.
+    pub fn logins(&self) -> Vec<LoginRecord> {
+        self.state.logins.lock().unwrap().clone()
+    }
+
+    /// Successful logins so far.
+    pub fn successful_logins(&self) -> usize {
+        self.logins().iter().filter(|l| l.ok).count()
+    }
+
+    /// Stop accepting every token the login endpoint minted (as after a key rotation on
+    /// the master): the next request with one gets 401.
+    pub fn revoke_minted(&self) {
+        let minted: Vec<String> = self.state.expiry.lock().unwrap().keys().cloned().collect();
+        let mut accepted = self.state.accepted.lock().unwrap();
+        for t in minted {
+            accepted.remove(&t);
+        }
+    }
+
     /// Receive each `/exec-input` request-body chunk as the master reads it.
     pub fn chunk_events(&self) -> mpsc::UnboundedReceiver<Bytes> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -252,13 +359,23 @@ async fn master_route(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    state.seen.lock().unwrap().push(Seen {
+    let seen = Seen {
         at: std::time::Instant::now(),
         method: req.method().clone(),
         target: target.clone(),
         headers: req.headers().clone(),
-    });
-    state.arrived.notify_waiters();
+    };
+    let is_probe = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with(CHECK_USER_AGENT));
+    if is_probe {
+        state.probes.lock().unwrap().push(seen);
+    } else {
+        state.seen.lock().unwrap().push(seen);
+        state.arrived.notify_waiters();
+    }
 
     let path = req.uri().path().to_owned();
     let authorized = req
@@ -266,7 +383,21 @@ async fn master_route(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("token="))
-        .is_some_and(|t| state.accepted.lock().unwrap().contains(t));
+        .is_some_and(|t| {
+            state.accepted.lock().unwrap().contains(t)
+                && state
+                    .expiry
+                    .lock()
+                    .unwrap()
+                    .get(t)
+                    .is_none_or(|exp| std::time::Instant::now() < *exp)
+        });
+    if path == "/acs/api/v1/auth/login"
+        && req.method() == Method::POST
+        && state.login.lock().unwrap().is_some()
+    {
+        return Ok(login_route(&state, req).await);
+    }
     if !authorized && !unauthenticated(&path) {
         let mut r = respond(401, "<html><body><h1>401 Unauthorized</h1></body></html>\n");
         r.headers_mut()
@@ -278,7 +409,7 @@ async fn master_route(
 
     let resp = match path.as_str() {
         "/upload" => {
-            let mut hasher = Sha256::new();
+            let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
             let mut n: u64 = 0;
             let mut body = req.into_body();
             while let Some(frame) = body.frame().await {
@@ -290,7 +421,7 @@ async fn master_route(
                     hasher.update(d);
                 }
             }
-            respond(200, format!("{n} {}", hex(&hasher.finalize())))
+            respond(200, format!("{n} {}", hex(hasher.finish().as_ref())))
         }
         "/download" => {
             let size: u64 = query_value(&target, "bytes")
@@ -350,6 +481,17 @@ async fn master_route(
             );
             r.headers_mut()
                 .insert(header::LOCATION, HeaderValue::from_str(&loc).unwrap());
+            r
+        }
+        "/dcos-metadata/dcos-version.json" => {
+            let mut r = respond(
+                200,
+                r#"{"version": "2.2.0", "dcos-variant": "open", "dcos-image-commit": "test"}"#,
+            );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
         "/status" => {
@@ -437,6 +579,98 @@ async fn master_route(
     Ok(resp)
 }
 
+/// `POST /acs/api/v1/auth/login` (reference §7): checks the RS256 login token's
+/// signature with the account's public key (or the password), and mints a token that
+/// lives `lifetime`.
+async fn login_route(state: &Arc<State>, req: Request<Incoming>) -> Response<TestBody> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Some(account) = state.login.lock().unwrap().clone() else {
+        return respond(404, "no login");
+    };
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return respond(400, "body error"),
+    };
+    tokio::time::sleep(account.delay).await;
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return respond(400, r#"{"code":"ERR_MALFORMED"}"#),
+    };
+    let now_unix = unix_now();
+    let verified = || -> bool {
+        if account.refuse || request["uid"] != account.uid.as_str() {
+            return false;
+        }
+        if let (Some(pw), Some(given)) = (&account.password, request["password"].as_str()) {
+            return pw == given;
+        }
+        let (Some(key), Some(jwt)) = (&account.public_key, request["token"].as_str()) else {
+            return false;
+        };
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let [header, payload, sig] = parts[..] else {
+            return false;
+        };
+        let decode = |p: &str| -> Option<serde_json::Value> {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()
+        };
+        let (Some(h), Some(claims), Ok(sig)) =
+            (decode(header), decode(payload), URL_SAFE_NO_PAD.decode(sig))
+        else {
+            return false;
+        };
+        let public = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            key,
+        );
+        let exp = claims["exp"].as_u64().unwrap_or(0);
+        h["alg"] == "RS256"
+            && claims["uid"] == account.uid.as_str()
+            && exp > now_unix
+            && exp <= now_unix + 600
+            && public
+                .verify(format!("{header}.{payload}").as_bytes(), &sig)
+                .is_ok()
+    }();
+    let mut logins = state.logins.lock().unwrap();
+    let previous_expiry = logins
+        .iter()
+        .rev()
+        .find(|l| l.ok)
+        .and_then(|_| state.expiry.lock().unwrap().values().max().copied());
+    logins.push(LoginRecord {
+        at: std::time::Instant::now(),
+        ok: verified,
+        previous_expiry,
+    });
+    let n = logins.len();
+    drop(logins);
+    if !verified {
+        let mut r = respond(
+            401,
+            r#"{"title":"Bad credentials","description":"Login token signature cannot be verified.","code":"ERR_INVALID_CREDENTIALS"}"#,
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("acsjwt"));
+        return r;
+    }
+    // Whole seconds, rounded down: the proxy never thinks a token lives longer than it does.
+    let exp = now_unix + account.lifetime.as_secs();
+    let payload = URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"uid":"{}","exp":{exp},"n":{n}}}"#,
+        account.uid
+    ));
+    let token = format!("eyJhbGciOiJSUzI1NiJ9.{payload}.bWludGVk");
+    state
+        .expiry
+        .lock()
+        .unwrap()
+        .insert(token.clone(), std::time::Instant::now() + account.lifetime);
+    state.accepted.lock().unwrap().insert(token.clone());
+    respond(200, serde_json::json!({ "token": token }).to_string())
+}
+
 fn query_value<'a>(target: &'a str, key: &str) -> Option<&'a str> {
     let query = target.split_once('?')?.1;
     query.split('&').find_map(|kv| {
@@ -483,14 +717,14 @@ impl PatternBody {
     /// The SHA-256 of `size` bytes of the pattern, hex.
     pub fn digest(size: u64) -> String {
         let block = pattern_block();
-        let mut h = Sha256::new();
+        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
         let mut left = size;
         while left > 0 {
             let n = left.min(BLOCK as u64) as usize;
             h.update(&block[..n]);
             left -= n as u64;
         }
-        hex(&h.finalize())
+        hex(h.finish().as_ref())
     }
 }
 
@@ -540,6 +774,7 @@ pub fn cluster(url: &str, token: Option<&str>, ssl_verify: SslVerify) -> Cluster
         token: token.map(|t| Token::new(t).unwrap()),
         ssl_verify,
         timeout: None,
+        origins: Default::default(),
     }
 }
 

@@ -13,7 +13,7 @@ use http::Uri;
 
 use super::error::{ConfigError, ValueSource, shown};
 use super::parse::{DcosFile, FileToken, KEY_DCOS_ACS_TOKEN, KEY_DCOS_URL, parse_timeout_str};
-use super::{ClusterConfig, ConfigSource, DiscoverOptions, SslVerify};
+use super::{ClusterConfig, ConfigSource, DiscoverOptions, Origins, SslVerify};
 use crate::dcos::token::{Token, TokenError};
 use crate::env::Env;
 
@@ -106,10 +106,11 @@ pub fn apply_overrides(
 ) -> Result<ClusterConfig, ConfigError> {
     let file_path = source.file().map(Path::to_path_buf);
 
-    let dcos_url = match (url_override(opts, env), &file.dcos_url, &file_path) {
-        (Some((url, at)), _, _) => parse_dcos_url(url, &at)?,
+    let (dcos_url, url_from) = match (url_override(opts, env), &file.dcos_url, &file_path) {
+        (Some((url, at)), _, _) => (parse_dcos_url(url, &at)?, at),
         (None, Some(url), Some(path)) => {
-            parse_dcos_url(url, &ValueSource::file(path, KEY_DCOS_URL))?
+            let at = ValueSource::file(path, KEY_DCOS_URL);
+            (parse_dcos_url(url, &at)?, at)
         }
         (None, _, Some(path)) => return Err(ConfigError::MissingUrl { file: path.clone() }),
         (None, _, None) => {
@@ -128,6 +129,14 @@ pub fn apply_overrides(
                 at: ValueSource::Env(ENV_DCOS_ACS_TOKEN),
             });
         }
+    };
+    let file_has_token = !matches!(file.token, FileToken::Absent);
+    let token_from = match (&env_token, &file.token, &file_path) {
+        (Some(_), _, _) => Some(ValueSource::Env(ENV_DCOS_ACS_TOKEN)),
+        (None, FileToken::Valid(_), Some(path)) => {
+            Some(ValueSource::file(path, KEY_DCOS_ACS_TOKEN))
+        }
+        _ => None,
     };
     let token = match (env_token, &file.token, &file_path) {
         (Some(token), _, _) => Some(token),
@@ -153,6 +162,10 @@ pub fn apply_overrides(
         None => file.timeout,
     };
 
+    let shadowed_file_token = match (&token_from, &file_path) {
+        (Some(ValueSource::Env(_)), Some(path)) if file_has_token => Some(path.clone()),
+        _ => None,
+    };
     Ok(ClusterConfig {
         source,
         dcos_dir,
@@ -161,12 +174,53 @@ pub fn apply_overrides(
         token,
         ssl_verify,
         timeout,
+        origins: Origins {
+            url: Some(url_from),
+            token: token_from,
+            shadowed_file_token,
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    /// Every value's origin is recorded, and an environment token that beats the file's
+    /// is named as such, with advice that fits it.
+    #[test]
+    fn origins_name_where_each_value_came_from() {
+        let cfg = discover(&opts("single"), &no_env()).unwrap();
+        let file = cluster_file("single", "0f1e2d3c-0000-4000-8000-000000000001");
+        assert_eq!(
+            cfg.origins.url,
+            Some(ValueSource::file(&file, KEY_DCOS_URL))
+        );
+        assert_eq!(
+            cfg.origins.token,
+            Some(ValueSource::file(&file, KEY_DCOS_ACS_TOKEN))
+        );
+        assert!(cfg.origins.token_refresh_hint().contains("dcos auth login"));
+
+        let other = "eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOiJib2IifQ.c2ln";
+        let e = env([
+            (ENV_DCOS_ACS_TOKEN, other),
+            (ENV_DCOS_URL, "https://m.example.com"),
+        ]);
+        let cfg = discover(&opts("single"), &e).unwrap();
+        assert_eq!(cfg.origins.url, Some(ValueSource::Env(ENV_DCOS_URL)));
+        assert_eq!(
+            cfg.origins.token,
+            Some(ValueSource::Env(ENV_DCOS_ACS_TOKEN))
+        );
+        assert_eq!(
+            cfg.origins.shadowed_file_token.as_deref(),
+            Some(file.as_path())
+        );
+        let hint = cfg.origins.token_refresh_hint();
+        assert!(hint.contains("unset DCOS_ACS_TOKEN"), "{hint}");
+        assert!(hint.contains(&file.display().to_string()), "{hint}");
+    }
 
     use super::*;
     use crate::dcos::config::discover;
@@ -191,6 +245,11 @@ mod tests {
                 token: Some(token()),
                 ssl_verify: SslVerify::Insecure,
                 timeout: Some(Duration::from_secs(7)),
+                origins: Origins {
+                    url: Some(ValueSource::Env(ENV_DCOS_URL)),
+                    token: Some(ValueSource::Env(ENV_DCOS_ACS_TOKEN)),
+                    shadowed_file_token: None,
+                },
             }
         );
         // --upstream alone is enough; no token is "not logged in".

@@ -213,6 +213,17 @@ pub enum ConfigError {
         /// What it must be.
         expected: &'static str,
     },
+    /// The legacy `dcos.toml` is empty or only whitespace: the DC/OS CLI creates it so
+    /// the first time it runs, before `dcos cluster setup`. Not set up yet, not a mistake.
+    #[error(
+        "{} is empty: the DC/OS CLI is installed but no cluster is set up yet; run \
+         `dcos cluster setup <url>` (or pass --upstream <url>)",
+        file.display()
+    )]
+    LegacyEmpty {
+        /// The empty file.
+        file: PathBuf,
+    },
     /// No master URL anywhere.
     #[error(
         "{} has no core.dcos_url: run `dcos cluster setup <url>`, or pass --upstream <url>",
@@ -260,12 +271,16 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// Whether this only means "no cluster is set up yet" (no DC/OS directory, no
-    /// clusters): the proxy can start and wait for `dcos cluster setup`, rather than
-    /// stop. Every other error is a mistake to fix now.
+    /// clusters, or the empty legacy file the CLI creates on its first run): the proxy
+    /// can start and wait for `dcos cluster setup`, rather than stop. Every other error
+    /// is a mistake to fix now.
     pub fn is_not_set_up(&self) -> bool {
         matches!(
             self,
-            Self::NoConfig { .. } | Self::NoClusters { .. } | Self::NoClustersDir { .. }
+            Self::NoConfig { .. }
+                | Self::NoClusters { .. }
+                | Self::NoClustersDir { .. }
+                | Self::LegacyEmpty { .. }
         )
     }
 }

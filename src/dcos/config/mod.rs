@@ -132,6 +132,43 @@ pub struct ClusterConfig {
     pub ssl_verify: SslVerify,
     /// `core.timeout` / DCOS_TIMEOUT in seconds; 0 or absent = None.
     pub timeout: Option<Duration>,
+    /// Where the master URL and the token came from, so that every message and hint
+    /// names the real source (a flag, a variable, which file).
+    pub origins: Origins,
+}
+
+/// Where a [`ClusterConfig`]'s values came from. Empty for a config built in code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origins {
+    /// Where `dcos_url` came from: `--upstream`, `DCOS_URL` or `core.dcos_url` in a file.
+    pub url: Option<ValueSource>,
+    /// Where the token came from: `DCOS_ACS_TOKEN` or `core.dcos_acs_token` in a file;
+    /// `None` when not logged in.
+    pub token: Option<ValueSource>,
+    /// A file whose own `core.dcos_acs_token` is ignored because `DCOS_ACS_TOKEN` beats
+    /// it (`dcos auth login` then cannot help).
+    pub shadowed_file_token: Option<PathBuf>,
+}
+
+impl Origins {
+    /// What to do when the master refuses the token (401), given where it came from.
+    pub fn token_refresh_hint(&self) -> String {
+        match &self.token {
+            Some(ValueSource::Env(var)) => match &self.shadowed_file_token {
+                Some(file) => format!(
+                    "the token comes from {var}, which beats the one in {} (so `dcos auth \
+                     login` cannot help): unset {var}, or export a fresh token in it",
+                    file.display()
+                ),
+                None => format!("the token comes from {var}: export a fresh token in it"),
+            },
+            Some(ValueSource::File { file, .. }) => format!(
+                "the token comes from {}: run `dcos auth login`",
+                file.display()
+            ),
+            _ => "run `dcos auth login`".to_owned(),
+        }
+    }
 }
 
 /// Find, read and validate the DC/OS CLI config of the current cluster: the root
@@ -168,6 +205,9 @@ fn discover_with(
         }
         Location::Legacy { file: path } => {
             let text = read_config_text(files, &path)?;
+            if text.trim().is_empty() && url_override(opts, env).is_none() {
+                return Err(ConfigError::LegacyEmpty { file: path });
+            }
             let file = parse_file(&path, &text)?;
             (ConfigSource::Legacy { file: path }, file)
         }
@@ -234,5 +274,27 @@ mod tests {
             }
         }
         assert!(errors > 40, "only {errors} errors exercised");
+    }
+
+    /// The DC/OS CLI's first run leaves an empty `~/.dcos/dcos.toml`: that is "not set
+    /// up yet" (wait, like no directory at all), and a URL override still works.
+    #[test]
+    fn an_empty_or_blank_legacy_file_means_not_set_up_yet() {
+        for text in ["", " \n\t\n"] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("dcos.toml");
+            std::fs::write(&file, text).unwrap();
+            let o = DiscoverOptions {
+                dcos_dir: Some(dir.path().to_owned()),
+                ..Default::default()
+            };
+            let (err, msg) = discover_err(&o, &no_env());
+            assert!(matches!(err, ConfigError::LegacyEmpty { .. }), "{err:?}");
+            assert!(err.is_not_set_up(), "{msg}");
+            assert!(msg.contains("dcos cluster setup"), "{msg}");
+            assert!(msg.contains(&file.display().to_string()), "{msg}");
+            let cfg = discover(&o, &env([(env::ENV_DCOS_URL, "https://m.example.com")])).unwrap();
+            assert_eq!(cfg.dcos_url, "https://m.example.com/");
+        }
     }
 }

@@ -187,7 +187,8 @@ fn finish<B>(shared: &Finishing, answered: Answered<B>, client: ClientSide) -> R
         tracing::warn!(
             path = %client.target.path(),
             logged_in = up.auth.is_some(),
-            "the master answered 401 Unauthorized: run `dcos auth login` to get a fresh token"
+            "the master answered 401 Unauthorized: {}",
+            up.origins.token_refresh_hint()
         );
     }
 
@@ -200,12 +201,17 @@ fn finish<B>(shared: &Finishing, answered: Answered<B>, client: ClientSide) -> R
             return local(err.to_response());
         };
         let master_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(
+        let open = shared.tunnels.open();
+        let joined = tunnel(
             client_upgrade,
             master_upgrade,
             shared.tunnels.hold(),
             client.target,
-        ));
+        );
+        tokio::spawn(async move {
+            joined.await;
+            drop(open);
+        });
     }
 
     let (mut parts, body) = resp.into_parts();

@@ -89,7 +89,10 @@ where
                 GuardFuture::Refused {
                     answer: Some(Checked {
                         target,
-                        response: local(refusal.to_response()),
+                        response: local(super::metrics::tag(
+                            refusal.to_response(),
+                            crate::metrics::ErrorKind::Refused,
+                        )),
                     }),
                 }
             }

@@ -31,6 +31,7 @@ pub mod access;
 pub mod finish;
 pub mod forward;
 pub mod guard;
+pub mod metrics;
 pub mod prepare;
 pub mod retry;
 pub mod snapshot;
@@ -229,6 +230,7 @@ pub(crate) mod testing {
             token: token.map(|t| Token::new(t).expect("a test token")),
             ssl_verify: SslVerify::System,
             timeout: None,
+            origins: Default::default(),
         };
         Upstream::new(&cluster, &ClientOptions::default()).expect("a plain-HTTP upstream")
     }
