@@ -128,7 +128,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => FileSettings::default(),
     };
     let mut settings = Settings::resolve(&cli, &file, &env)?;
-    logging::init(settings.log_format, &settings.log_filter)?;
+    // Held to the end of `run`: queued log lines are written out before any error.
+    let _log = logging::init(settings.log_format, &settings.log_filter)?;
     fit_open_files(&mut settings);
     // Nothing set up yet is not fatal: the proxy waits for `dcos cluster setup`. Any other
     // problem is a mistake to fix now.
