@@ -7,41 +7,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
-use common::{FakeMaster, RunningProxy, VALID, cluster, raw_exchange, start_proxy_with};
-use dcos_token_proxy::cli::Cli;
+use common::{FakeMaster, VALID, cluster, raw_exchange, settings_with, start};
 use dcos_token_proxy::dcos::config::SslVerify;
-use dcos_token_proxy::env::Env;
-use dcos_token_proxy::settings::{ENV_PATH_SECRET, FileSettings, Settings};
+use dcos_token_proxy::settings::ENV_PATH_SECRET;
 
 const SECRET: &str = "hardening-secret-0123456789abcdef";
-
-/// Settings as the command line `args` (and environment `env`) would give them, on
-/// `127.0.0.1:0`.
-fn settings_with(args: &[&str], env: &[(&str, &str)]) -> Settings {
-    let mut full = vec!["dcos-token-proxy", "--listen", "127.0.0.1:0"];
-    full.extend_from_slice(args);
-    let cli = Cli::try_parse_from(full).expect("valid test flags");
-    let mut s = Settings::resolve(
-        &cli,
-        &FileSettings::default(),
-        &Env::from_pairs(env.iter().copied()),
-    )
-    .expect("valid test settings");
-    s.shutdown_grace = Duration::from_secs(5);
-    s
-}
-
-/// A fake master and a proxy in front of it started with `args` and `env`.
-async fn start(args: &[&str], env: &[(&str, &str)]) -> (FakeMaster, RunningProxy) {
-    let master = FakeMaster::start().await;
-    let proxy = start_proxy_with(
-        cluster(&master.url, Some(VALID), SslVerify::System),
-        settings_with(args, env),
-    )
-    .await;
-    (master, proxy)
-}
 
 /// Send `head` (a request head without its final blank line; `Connection: close` is
 /// added) and return the status code and the whole answer.

@@ -850,6 +850,34 @@ impl Drop for RunningProxy {
     }
 }
 
+/// Settings as the command line `args` (and environment `env`) would give them, on
+/// `127.0.0.1:0`.
+pub fn settings_with(args: &[&str], env: &[(&str, &str)]) -> Settings {
+    let mut full = vec!["dcos-token-proxy", "--listen", "127.0.0.1:0"];
+    full.extend_from_slice(args);
+    let cli = <dcos_token_proxy::cli::Cli as clap::Parser>::try_parse_from(full)
+        .expect("valid test flags");
+    let mut s = Settings::resolve(
+        &cli,
+        &dcos_token_proxy::settings::FileSettings::default(),
+        &dcos_token_proxy::env::Env::from_pairs(env.iter().copied()),
+    )
+    .expect("valid test settings");
+    s.shutdown_grace = Duration::from_secs(5);
+    s
+}
+
+/// A fake master and a proxy in front of it started with `args` and `env`.
+pub async fn start(args: &[&str], env: &[(&str, &str)]) -> (FakeMaster, RunningProxy) {
+    let master = FakeMaster::start().await;
+    let proxy = start_proxy_with(
+        cluster(&master.url, Some(VALID), SslVerify::System),
+        settings_with(args, env),
+    )
+    .await;
+    (master, proxy)
+}
+
 /// Start the proxy for `cluster` with `settings`.
 pub async fn start_proxy_with(cluster: ClusterConfig, settings: Settings) -> RunningProxy {
     let proxy = Proxy::bind(&settings, &cluster)
