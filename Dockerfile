@@ -15,6 +15,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY config ./config
 RUN cargo build --locked --release --bin dcos-token-proxy
 
 # ---- runtime: no shell, no package manager, a non-root user ----

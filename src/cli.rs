@@ -211,6 +211,13 @@ pub struct Cli {
           help_heading = HEADING_LISTEN, hide_env = true, hide_short_help = true)]
     pub max_header_bytes: Option<usize>,
 
+    /// WebSocket (and other upgraded) tunnels open at once; more get 503 [default: 512]
+    ///
+    /// Tunnels do not count as connections; 0 refuses every upgrade.
+    #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_MAX_TUNNELS",
+          help_heading = HEADING_LISTEN, hide_env = true, hide_short_help = true)]
+    pub max_tunnels: Option<usize>,
+
     /// Host header values accepted, comma-separated
     ///
     /// Exact names or *.domain, each optionally with :PORT; replaces the default
@@ -264,6 +271,32 @@ pub struct Cli {
           hide_env = true)]
     pub deny_methods: Vec<String>,
 
+    /// Protocols a client may switch to with Upgrade, comma-separated [default: websocket]
+    ///
+    /// Others get 403: a switched connection's content is not filtered.
+    #[arg(long, value_name = "PROTOCOLS", value_delimiter = ',',
+          env = "DCOS_TOKEN_PROXY_ALLOWED_UPGRADES", help_heading = HEADING_SECURITY,
+          hide_env = true, hide_short_help = true)]
+    pub allowed_upgrades: Vec<String>,
+
+    /// Forward clients' Forwarded, X-Forwarded-* and X-Real-IP [default: false]
+    ///
+    /// Removed by default: to the master, the proxy is the client.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", env = "DCOS_TOKEN_PROXY_PASS_FORWARDING_HEADERS",
+          help_heading = HEADING_SECURITY, hide_env = true, hide_possible_values = true,
+          hide_short_help = true)]
+    pub pass_forwarding_headers: Option<bool>,
+
+    /// Forward clients' Cookie header [default: false]
+    ///
+    /// Removed by default: a browser sends every localhost cookie of every local app.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", env = "DCOS_TOKEN_PROXY_PASS_COOKIES",
+          help_heading = HEADING_SECURITY, hide_env = true, hide_possible_values = true,
+          hide_short_help = true)]
+    pub pass_cookies: Option<bool>,
+
     /// Wait for the master's response headers [default: 60s]
     ///
     /// Then answer 504. Streams are not cut once headers arrive.
@@ -285,6 +318,20 @@ pub struct Cli {
           env = "DCOS_TOKEN_PROXY_HEADER_READ_TIMEOUT", help_heading = HEADING_TIMEOUTS,
           hide_env = true)]
     pub header_read_timeout: Option<Duration>,
+
+    /// Time a request body may go without a byte [default: 60s]
+    ///
+    /// Then the client gets 408 and the request to the master is abandoned.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "DCOS_TOKEN_PROXY_BODY_IDLE_TIMEOUT", help_heading = HEADING_TIMEOUTS,
+          hide_env = true, hide_short_help = true)]
+    pub body_idle_timeout: Option<Duration>,
+
+    /// Close a tunnel with no byte either way for this long [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "DCOS_TOKEN_PROXY_TUNNEL_IDLE_TIMEOUT", help_heading = HEADING_TIMEOUTS,
+          hide_env = true, hide_short_help = true)]
+    pub tunnel_idle_timeout: Option<Duration>,
 
     /// Time given to open requests on Ctrl-C/SIGTERM [default: 30s]
     ///

@@ -1,5 +1,11 @@
-//! Request-smuggling shapes that hyper lets through: a request head with both
-//! `Content-Length` and `Transfer-Encoding`.
+//! What hyper lets through but the proxy refuses, found in the raw bytes of each
+//! connection: a request head with both `Content-Length` and `Transfer-Encoding` (a
+//! request-smuggling shape), and a request head larger than `max_header_bytes`.
+//!
+//! The head size: hyper's `max_buf_size` is a limit on its read buffer, not on a head
+//! (heads well past it were parsed, and 431 came only at about twice the setting). The
+//! scanner counts every byte of each head, request line to blank line, and notes the
+//! first head over the limit ([`OversizedHead`]); the guard answers it 431.
 //!
 //! RFC 9112 §6.3 allows a server to process such a request by `Transfer-Encoding` alone
 //! (and close the connection afterwards), and hyper does exactly that, removing
@@ -30,6 +36,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FramingConflict;
 
+/// A request extension: this request's head (request line through the blank line) was
+/// larger than `max_header_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OversizedHead;
+
 /// The most bytes of one head line kept while scanning (enough for any field name and
 /// the values that matter); longer lines are judged by their start.
 const MAX_LINE: usize = 256;
@@ -40,9 +51,17 @@ pub struct Findings {
     /// Index (0-based, in arrival order) of the first request head with both fields;
     /// `usize::MAX` for none.
     conflict_at: AtomicUsize,
+    /// Index of the first request head over the head limit; `usize::MAX` for none.
+    oversized_at: AtomicUsize,
 }
 
 impl Findings {
+    /// Whether the head of the `index`-th request on this connection was larger than
+    /// the head limit.
+    pub fn oversized(&self, index: usize) -> bool {
+        self.oversized_at.load(Ordering::Acquire) == index
+    }
+
     /// Whether the head of the `index`-th request on this connection had both fields.
     pub fn conflict(&self, index: usize) -> bool {
         self.conflict_at.load(Ordering::Acquire) == index
@@ -75,6 +94,10 @@ pub struct Scanner {
     content_length: Option<Option<u64>>,
     transfer_encoding: Option<bool>,
     upgrade: bool,
+    /// Bytes of the current head so far (from its request line).
+    head_bytes: usize,
+    /// The largest head allowed, in bytes.
+    head_limit: usize,
     findings: Arc<Findings>,
 }
 
@@ -85,8 +108,13 @@ impl Default for Scanner {
 }
 
 impl Scanner {
-    /// A scanner at the start of a connection.
+    /// A scanner at the start of a connection, with no head limit.
     pub fn new() -> Self {
+        Self::with_head_limit(usize::MAX)
+    }
+
+    /// A scanner that also notes the first head larger than `head_limit` bytes.
+    pub fn with_head_limit(head_limit: usize) -> Self {
         Self {
             state: State::Head { started: false },
             line: Vec::with_capacity(64),
@@ -95,8 +123,11 @@ impl Scanner {
             content_length: None,
             transfer_encoding: None,
             upgrade: false,
+            head_bytes: 0,
+            head_limit,
             findings: Arc::new(Findings {
                 conflict_at: AtomicUsize::new(usize::MAX),
+                oversized_at: AtomicUsize::new(usize::MAX),
             }),
         }
     }
@@ -138,6 +169,10 @@ impl Scanner {
 
     fn push_line(&mut self, part: &[u8]) {
         self.line_len += part.len();
+        if let State::Head { started: true } = self.state {
+            // Counted as the bytes arrive, so a head that never ends is caught too.
+            self.count_head(part.len());
+        }
         let room = MAX_LINE.saturating_sub(self.line.len());
         self.line.extend_from_slice(&part[..part.len().min(room)]);
     }
@@ -148,6 +183,15 @@ impl Scanner {
             line.pop();
         }
         let truncated = self.line_len > MAX_LINE;
+        match self.state {
+            // The line's end; a request line's bytes too, once known to be one.
+            State::Head { started: true } => self.count_head(1),
+            State::Head { started: false } if !line.is_empty() => {
+                self.head_bytes = 0;
+                self.count_head(self.line_len + 1);
+            }
+            _ => {}
+        }
         self.line_len = 0;
         match self.state {
             State::Head { started } => self.head_line(&line, started, truncated),
@@ -197,6 +241,18 @@ impl Scanner {
             self.transfer_encoding = Some(chunked);
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             self.upgrade = true;
+        }
+    }
+
+    fn count_head(&mut self, n: usize) {
+        self.head_bytes = self.head_bytes.saturating_add(n);
+        if self.head_bytes > self.head_limit {
+            let _ = self.findings.oversized_at.compare_exchange(
+                usize::MAX,
+                self.head_index,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
     }
 
@@ -261,7 +317,12 @@ pub struct ScanIo<S> {
 impl<S> ScanIo<S> {
     /// Watch `inner`; returns the stream and the findings for its service.
     pub fn new(inner: S) -> (Self, Arc<Findings>) {
-        let scanner = Scanner::new();
+        Self::with_head_limit(inner, usize::MAX)
+    }
+
+    /// Watch `inner`, noting also the first head larger than `head_limit` bytes.
+    pub fn with_head_limit(inner: S, head_limit: usize) -> (Self, Arc<Findings>) {
+        let scanner = Scanner::with_head_limit(head_limit);
         let findings = scanner.findings();
         (Self { inner, scanner }, findings)
     }
@@ -356,6 +417,40 @@ mod tests {
             fake.len()
         );
         assert_eq!(all_steps(&input), Some(2));
+    }
+
+    #[test]
+    fn counts_every_byte_of_each_head() {
+        let oversized = |input: &str, limit: usize, step: usize| {
+            let mut s = Scanner::with_head_limit(limit);
+            for piece in input.as_bytes().chunks(step) {
+                s.feed(piece);
+            }
+            let at = s.findings.oversized_at.load(Ordering::Acquire);
+            (at != usize::MAX).then_some(at)
+        };
+        let head = "GET /x HTTP/1.1\r\nHost: a\r\nX: 123\r\n\r\n";
+        for step in [1, 2, 5, head.len()] {
+            assert_eq!(oversized(head, head.len(), step), None, "step {step}");
+            assert_eq!(
+                oversized(head, head.len() - 1, step),
+                Some(0),
+                "step {step}"
+            );
+            // Leading empty lines are not part of the head; a body is not either.
+            let two = format!(
+                "\r\n\r\nPOST /u HTTP/1.1\r\nContent-Length: 40\r\n\r\n{}{head}",
+                "b".repeat(40)
+            );
+            // (The POST head is 40 bytes, the GET one 36.)
+            assert_eq!(oversized(&two, 40, step), None, "step {step}");
+            assert_eq!(oversized(&two, 39, step), Some(0), "step {step}");
+            let bigger = format!("{head}GET /y HTTP/1.1\r\nHost: a\r\nX: 1234\r\n\r\n");
+            assert_eq!(oversized(&bigger, head.len(), step), Some(1), "step {step}");
+        }
+        // A head that never ends is caught as it grows.
+        let endless = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(100));
+        assert_eq!(oversized(&endless, 50, 7), Some(0));
     }
 
     #[test]

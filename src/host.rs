@@ -36,33 +36,87 @@ impl HostKind {
     }
 }
 
-/// Whether `url` would reach the listener bound at `local`.
-pub(crate) fn points_at(url: &http::Uri, local: SocketAddr) -> bool {
+/// How long the self-loop check waits for a name to resolve; past it, the check passes
+/// and the runtime loop marker (see [`crate::guard::LoopMarker`]) is the defence.
+pub(crate) const LOOP_CHECK_RESOLVE_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(5);
+
+/// Whether `url` would reach the listener bound at `local`: its host is resolved the way
+/// the upstream connector resolves it (the system resolver, which also reads `127.1`,
+/// `0x7f.0.0.1` and `2130706433` as 127.0.0.1), and every address it yields is compared
+/// with `local` by [`reaches`]. A name that does not resolve (in time) is not a loop as
+/// far as this check can tell.
+pub(crate) async fn resolves_to_self(url: &http::Uri, local: SocketAddr) -> bool {
     let default_port = if url.scheme_str() == Some("https") {
         443
     } else {
         80
     };
-    if url.port_u16().unwrap_or(default_port) != local.port() {
+    let port = url.port_u16().unwrap_or(default_port);
+    if port != local.port() {
         return false;
     }
-    let any = local.ip().is_unspecified();
-    match HostKind::of(url) {
-        Some(HostKind::Localhost) => any || local.ip().is_loopback(),
-        Some(HostKind::Ip(ip)) => any || ip == local.ip(),
-        Some(HostKind::Name) | None => false,
+    let Some(host) = url.host() else {
+        return false;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let lookup = tokio::net::lookup_host((host, port));
+    match tokio::time::timeout(LOOP_CHECK_RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(addrs)) => reaches(&addrs.collect::<Vec<_>>(), local),
+        _ => false,
+    }
+}
+
+/// Whether a connection to any of `resolved` would reach the listener bound at `local`:
+/// the same port, and the same address once IPv4-mapped IPv6 (`::ffff:127.0.0.1`) is
+/// read as IPv4; or the unspecified address (`0.0.0.0`, `::`, which a connection takes
+/// as this host) while the listener is on loopback or on every address; or any loopback
+/// address while the listener is on every address.
+pub(crate) fn reaches(resolved: &[SocketAddr], local: SocketAddr) -> bool {
+    let local_ip = canonical(local.ip());
+    resolved.iter().any(|a| {
+        let ip = canonical(a.ip());
+        a.port() == local.port()
+            && (ip == local_ip
+                || (ip.is_unspecified() && (local_ip.is_loopback() || local_ip.is_unspecified()))
+                || (local_ip.is_unspecified() && ip.is_loopback()))
+    })
+}
+
+/// `ip`, with an IPv4-mapped IPv6 address read as the IPv4 address it maps.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{HostKind, points_at};
+    use std::net::SocketAddr;
 
-    #[test]
-    fn detects_a_master_url_that_is_the_proxy_itself() {
+    use super::{HostKind, reaches, resolves_to_self};
+
+    #[tokio::test]
+    async fn detects_a_master_url_that_is_the_proxy_itself() {
         let local = "127.0.0.1:8079".parse().unwrap();
-        for url in ["http://127.0.0.1:8079", "http://localhost:8079/"] {
-            assert!(points_at(&url.parse().unwrap(), local), "{url}");
+        for url in [
+            "http://127.0.0.1:8079",
+            "http://localhost:8079/",
+            // Aliases the system resolver reads as 127.0.0.1, and ones that reach it.
+            "http://127.1:8079",
+            "http://2130706433:8079",
+            "http://0x7f.0.0.1:8079",
+            "http://0.0.0.0:8079",
+            "http://[::ffff:127.0.0.1]:8079",
+        ] {
+            assert!(
+                resolves_to_self(&url.parse().unwrap(), local).await,
+                "{url}"
+            );
         }
         for url in [
             "http://127.0.0.1:8080",
@@ -70,11 +124,32 @@ mod tests {
             "http://10.0.0.1:8079",
             "http://127.0.0.2:8079",
             "https://127.0.0.1",
+            "http://[::1]:8079",
         ] {
-            assert!(!points_at(&url.parse().unwrap(), local), "{url}");
+            assert!(
+                !resolves_to_self(&url.parse().unwrap(), local).await,
+                "{url}"
+            );
         }
         let any = "0.0.0.0:80".parse().unwrap();
-        assert!(points_at(&"http://localhost".parse().unwrap(), any));
+        assert!(resolves_to_self(&"http://localhost".parse().unwrap(), any).await);
+        assert!(resolves_to_self(&"http://127.0.0.5".parse().unwrap(), any).await);
+    }
+
+    #[test]
+    fn a_name_is_judged_by_the_addresses_it_resolves_to() {
+        let local: SocketAddr = "127.0.0.1:8079".parse().unwrap();
+        let addrs = |list: &[&str]| -> Vec<SocketAddr> {
+            list.iter().map(|a| a.parse().unwrap()).collect()
+        };
+        // e.g. a name in /etc/hosts, or *.localhost with systemd-resolved.
+        assert!(reaches(&addrs(&["10.1.1.1:8079", "127.0.0.1:8079"]), local));
+        assert!(reaches(&addrs(&["[::ffff:127.0.0.1]:8079"]), local));
+        assert!(!reaches(&addrs(&["10.1.1.1:8079", "[::1]:8079"]), local));
+        assert!(!reaches(&addrs(&["127.0.0.1:8080"]), local));
+        let v6: SocketAddr = "[::1]:8079".parse().unwrap();
+        assert!(reaches(&addrs(&["[::1]:8079"]), v6));
+        assert!(reaches(&addrs(&["[::]:8079"]), v6));
     }
 
     #[test]

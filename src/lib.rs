@@ -22,6 +22,7 @@ pub mod admin;
 pub mod cli;
 pub mod dcos;
 pub mod env;
+pub mod fdlimit;
 pub(crate) mod files;
 pub mod framing;
 pub mod guard;
@@ -46,7 +47,7 @@ use tokio::net::TcpListener;
 use crate::admin::{Admin, AdminError, AdminState};
 use crate::dcos::config::{ClusterConfig, ConfigError};
 use crate::guard::Guard;
-use crate::host::points_at;
+use crate::host::resolves_to_self;
 use crate::listener::{Listener, UnixSocketError};
 use crate::metrics::{Metrics, Scrape};
 use crate::proxy::stack::{self, StackConfig};
@@ -129,9 +130,10 @@ impl Proxy {
     /// Set up the upstream for `cluster` and bind the listen address.
     pub async fn bind(settings: &Settings, cluster: &ClusterConfig) -> Result<Self, StartError> {
         let upstream = Upstream::new(cluster, &settings.client_options())?;
-        let proxy = Self::bind_with(settings, Some(cluster), |local_addr| {
+        let master = Some(&cluster.dcos_url);
+        let proxy = Self::bind_with(settings, Some(cluster), master, |local_addr, loops| {
             if let Some(local_addr) = local_addr
-                && points_at(&cluster.dcos_url, local_addr)
+                && loops
             {
                 return Err(StartError::Loop {
                     message: source::loop_message(cluster, local_addr),
@@ -153,9 +155,10 @@ impl Proxy {
         credential: Credential,
     ) -> Result<Self, StartError> {
         let described = credential.describe();
-        let mut proxy = Self::bind_with(settings, None, |local_addr| {
+        let master = Some(&cluster.dcos_url);
+        let mut proxy = Self::bind_with(settings, None, master, |local_addr, loops| {
             if let Some(local_addr) = local_addr
-                && points_at(&cluster.dcos_url, local_addr)
+                && loops
             {
                 return Err(StartError::Loop {
                     message: source::loop_message(cluster, local_addr),
@@ -197,17 +200,20 @@ impl Proxy {
     /// Bind the listen address with no cluster set up yet (`why` says what is missing
     /// and how to fix it): requests get 503 until [`Proxy::follow`] finds a config.
     pub async fn bind_waiting(settings: &Settings, why: &ConfigError) -> Result<Self, StartError> {
-        Self::bind_with(settings, None, |_| {
+        Self::bind_with(settings, None, None, |_, _| {
             tracing::warn!("{why}; waiting for it (requests get 503 until then)");
             Ok(Snapshot::Waiting(why.to_string().into()))
         })
         .await
     }
 
+    /// Bind, and call `first` with the bound TCP address and whether `master` (the
+    /// master URL, when known) leads back to it.
     async fn bind_with(
         settings: &Settings,
         initial: Option<&ClusterConfig>,
-        first: impl FnOnce(Option<SocketAddr>) -> Result<Snapshot, StartError>,
+        master: Option<&http::Uri>,
+        first: impl FnOnce(Option<SocketAddr>, bool) -> Result<Snapshot, StartError>,
     ) -> Result<Self, StartError> {
         let (listener, local_addr) = match &settings.listen {
             ListenAddr::Tcp(addr) => {
@@ -235,7 +241,13 @@ impl Proxy {
             None => None,
         };
         let metrics = Arc::new(Metrics::default());
-        let (published, rereads) = Published::new(first(local_addr)?);
+        // Whether the master URL leads back to the address just bound, by the addresses
+        // its host resolves to (aliases such as 127.1 or 0.0.0.0 included).
+        let loops = match (master, local_addr) {
+            (Some(url), Some(addr)) => resolves_to_self(url, addr).await,
+            _ => false,
+        };
+        let (published, rereads) = Published::new(first(local_addr, loops)?);
         let published = Arc::new(published);
         if let Some(addr) = local_addr.filter(|_| !settings.listen.is_local()) {
             let hosts: Vec<String> = settings
@@ -370,6 +382,9 @@ impl Proxy {
             max_header_bytes: self.settings.max_header_bytes,
             max_connections: self.settings.max_connections,
             grace: self.settings.shutdown_grace,
+            body_idle_timeout: self.settings.body_idle_timeout,
+            max_tunnels: self.settings.max_tunnels,
+            tunnel_idle_timeout: self.settings.tunnel_idle_timeout,
         };
         // Built once; the server owns the drain signal and gives tunnels their handle.
         let config = self.stack;

@@ -24,7 +24,7 @@ use dcos_token_proxy::settings::{FileSettings, Settings};
 use dcos_token_proxy::source::credential::Credential;
 use dcos_token_proxy::source::watch::Follow;
 use dcos_token_proxy::types::LogFormat;
-use dcos_token_proxy::{Proxy, logging};
+use dcos_token_proxy::{Proxy, fdlimit, logging};
 
 use crate::signals::Signals;
 
@@ -145,8 +145,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(path) => FileSettings::load(path)?,
         None => FileSettings::default(),
     };
-    let settings = Settings::resolve(&cli, &file, &env)?;
-    logging::init(settings.log_format, &settings.log_filter)?;
+    let mut settings = Settings::resolve(&cli, &file, &env)?;
+    // Held to the end of `run`: queued log lines are written out before any error.
+    let _log = logging::init(settings.log_format, &settings.log_filter)?;
+    fit_open_files(&mut settings);
     // Nothing set up yet is not fatal: the proxy waits for `dcos cluster setup`. Any other
     // problem is a mistake to fix now.
     let cluster = match config::discover(&settings.discover, &env) {
@@ -209,5 +211,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(status))
         }
         None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Raise the open-files limit as far as allowed, and lower the connection and tunnel
+/// limits if they would not fit below it (see `fdlimit`).
+fn fit_open_files(settings: &mut Settings) {
+    #[cfg(unix)]
+    let open_files = match fdlimit::raise_open_files_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit (RLIMIT_NOFILE)");
+            return;
+        }
+    };
+    #[cfg(not(unix))]
+    return;
+    let fitted = fdlimit::fit(open_files, settings.max_connections, settings.max_tunnels);
+    if fitted.max_connections != settings.max_connections
+        || fitted.max_tunnels != settings.max_tunnels
+    {
+        tracing::warn!(
+            open_files,
+            max_connections = fitted.max_connections,
+            max_tunnels = fitted.max_tunnels,
+            "the open-files limit (ulimit -n) is too low for max_connections = {} and \
+             max_tunnels = {}; lowered so that connections to clients and to the master fit \
+             (raise the hard limit, e.g. LimitNOFILE= in a systemd unit, to use more)",
+            settings.max_connections,
+            settings.max_tunnels
+        );
+        settings.max_connections = fitted.max_connections;
+        settings.max_tunnels = fitted.max_tunnels;
     }
 }

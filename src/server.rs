@@ -5,7 +5,10 @@
 //! - a header read timeout, which hyper starts whenever a connection waits for a request
 //!   head and does not extend while bytes trickle in (slowloris); it also closes idle
 //!   keep-alive connections;
-//! - a maximum request-head size (hyper answers 431 above it);
+//! - a maximum request-head size, exact: the connection's byte scan counts each head
+//!   and the guard answers 431 to one over `max_header_bytes`; hyper's own buffer limit
+//!   (which is not a head-size limit) is set to [`HYPER_BUF_FACTOR`] times that, so that
+//!   it never cuts a head the scan would have let through;
 //! - a maximum number of connections served at once: the accept loop waits for a free
 //!   slot (the kernel's backlog holds the rest), and stops waiting at shutdown. This is a
 //!   semaphore in the accept loop, not tower's `ConcurrencyLimit` layer, which limits
@@ -14,7 +17,7 @@
 //!
 //! Each connection gets its own clone of the request path ([`Stack`], built once by the
 //! caller), adapted to hyper by `Connection`, which also tags the request that the
-//! connection's byte scan found a smuggling shape in.
+//! connection's byte scan found a smuggling shape or an oversized head in.
 //!
 //! Shutdown stops accepting at once, asks every connection to finish its in-flight
 //! request and close, waits up to the grace period (tunnels included), then returns.
@@ -45,14 +48,20 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use pin_project_lite::pin_project;
 use tokio::sync::{Semaphore, watch};
 
-use crate::framing::{Findings, FramingConflict, ScanIo};
+use crate::framing::{Findings, FramingConflict, OversizedHead, ScanIo};
 use crate::listener::{Listener, Peer};
 use crate::metrics::Metrics;
 use crate::proxy::stack::Stack;
 use crate::proxy::upgrade::Tunnels;
+use crate::upstream::IdleBody;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// hyper's read-buffer limit as a multiple of `max_header_bytes`: above the head limit,
+/// so that heads up to it are always parsed (and those a little over it answered 431 by
+/// the guard, naming the setting); hyper answers 431 itself only to far larger ones.
+pub const HYPER_BUF_FACTOR: usize = 2;
 
 /// Connection limits and timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +74,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time given to in-flight requests at shutdown.
     pub grace: Duration,
+    /// Time a request body may go without a byte once it is being read.
+    pub body_idle_timeout: Duration,
+    /// Tunnels open at once.
+    pub max_tunnels: usize,
+    /// Time a tunnel may carry nothing before it is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// Serve `listener` with the stack that `build` makes (given the handle tunnels hold)
@@ -81,16 +96,23 @@ pub async fn serve(
     // Shutdown signal and in-flight tracking: every connection and tunnel holds a
     // receiver; `send` asks them to wind down, `closed` waits until they have.
     let (drain, _) = watch::channel(());
-    let stack = build(Tunnels::new(drain.clone()).counted(metrics.clone()));
+    let tunnels = Tunnels::with_limits(
+        drain.clone(),
+        limits.max_tunnels,
+        Some(limits.tunnel_idle_timeout),
+    );
+    let stack = build(tunnels.counted(metrics.clone()));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.saturating_mul(HYPER_BUF_FACTOR))
         .keep_alive(true);
     let mut shutdown = pin!(shutdown);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut at_limit = false;
+    // Within a run of failed accepts, only the first is logged.
+    let mut accept_failing = false;
 
     loop {
         let permit = match slots.clone().try_acquire_owned() {
@@ -118,11 +140,29 @@ pub async fn serve(
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    if std::mem::take(&mut accept_failing) {
+                        tracing::info!("accepting connections again");
+                    }
+                    pair
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
+                    // EMFILE/ENFILE (out of file descriptors) and the like: the waiting
+                    // connection stays in the backlog; back off, and keep serving the
+                    // open ones, which free descriptors as they close.
+                    if !std::mem::replace(&mut accept_failing, true) {
+                        tracing::warn!(
+                            error = %e,
+                            "accept failed (out of file descriptors?); retrying every {} ms \
+                             while serving the open connections (not logged again until it \
+                             recovers)",
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
@@ -130,8 +170,8 @@ pub async fn serve(
         let mut stop = drain.subscribe();
         // The one smuggling shape hyper accepts is found in the raw bytes; the request
         // is tagged by the connection's service and refused by the guard.
-        let (stream, findings) = ScanIo::new(stream);
-        let service = Connection::new(stack.clone(), findings);
+        let (stream, findings) = ScanIo::with_head_limit(stream, limits.max_header_bytes);
+        let service = Connection::new(stack.clone(), findings, limits.body_idle_timeout);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -176,20 +216,24 @@ pub async fn serve(
 /// tower service needs `&mut self`, so the connection's own clone of the stack sits in a
 /// `RefCell` (borrowed only for the synchronous `call`, never across an await). No
 /// per-request clone of the stack. Also tags the request whose head the connection's
-/// byte scan found both `Content-Length` and `Transfer-Encoding` in.
+/// byte scan found both `Content-Length` and `Transfer-Encoding` in, or found larger
+/// than `max_header_bytes`.
 struct Connection<S> {
     stack: RefCell<S>,
     findings: Arc<Findings>,
     /// Requests served so far on this connection.
     served: Cell<usize>,
+    /// Each request body's idle limit ([`IdleBody`]).
+    body_idle_timeout: Duration,
 }
 
 impl<S> Connection<S> {
-    fn new(stack: S, findings: Arc<Findings>) -> Self {
+    fn new(stack: S, findings: Arc<Findings>, body_idle_timeout: Duration) -> Self {
         Self {
             stack: RefCell::new(stack),
             findings,
             served: Cell::new(0),
+            body_idle_timeout,
         }
     }
 }
@@ -202,7 +246,7 @@ pub struct NotReady;
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Connection<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S: tower::Service<Request<IdleBody<Incoming>>, Response = Response<B>, Error = Infallible>,
 {
     type Response = Response<B>;
     type Error = NotReady;
@@ -214,6 +258,11 @@ where
         if self.findings.conflict(index) {
             req.extensions_mut().insert(FramingConflict);
         }
+        if self.findings.oversized(index) {
+            req.extensions_mut().insert(OversizedHead);
+        }
+        let timeout = self.body_idle_timeout;
+        let req = req.map(|body| IdleBody::new(body, timeout));
         let mut stack = self.stack.borrow_mut();
         // Every layer is always ready (none applies back-pressure), so one poll answers.
         match stack.poll_ready(&mut Context::from_waker(Waker::noop())) {

@@ -1359,3 +1359,55 @@ async fn json_log_format_writes_one_object_per_line() {
     // stdout still carries the plain "listening on" line for scripts.
     assert!(out.stdout.starts_with(LISTENING), "{}", out.show());
 }
+
+/// Issue 9, finding 9: a client that repeats the path secret (`/<S>/<S>/echo`), or puts
+/// it in the query, or sends it where a refusal is logged, never gets it into a log
+/// line, at the most verbose level; its one appearance is the `listening on` line.
+#[tokio::test]
+async fn finding_09_the_path_secret_is_never_logged_whatever_the_path_holds() {
+    let OnCluster {
+        master,
+        mut proxy,
+        url,
+        ..
+    } = start_on_cluster(Some(VALID), &["--path-secret"], &[("RUST_LOG", "trace")]).await;
+    let secret = url.rsplit('/').next().expect("a path secret").to_owned();
+    assert_eq!(secret.len(), 64, "{url}");
+
+    let (parts, _) = get(&format!("{url}/{secret}/echo"), &[]).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert!(
+        !master.last().target.contains(&secret),
+        "{}",
+        master.last().target
+    );
+    proxy.wait_stderr(&["status=200", "path=/echo"]).await;
+
+    let (parts, _) = get(&format!("{url}/next?to=/{secret}/x&s={secret}"), &[]).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert!(
+        !master.last().target.contains(&secret),
+        "{}",
+        master.last().target
+    );
+    proxy.wait_stderr(&["status=200", "path=/next"]).await;
+
+    // Refused (a bad Host): logged, but not with the target.
+    let (parts, _) = get(
+        &format!("{url}/{secret}/refused"),
+        &[("host", "evil.example")],
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::FORBIDDEN);
+    proxy.wait_stderr(&["status=403"]).await;
+
+    let out = proxy.stop().await;
+    let all = out.all();
+    assert_eq!(all.matches(&secret[..16]).count(), 1, "{}", out.show());
+    assert_eq!(out.stdout.matches(&secret).count(), 1, "{}", out.show());
+    assert!(
+        all.contains(" TRACE "),
+        "trace lines expected:\n{}",
+        out.show()
+    );
+}

@@ -321,3 +321,36 @@ async fn a_401_with_the_current_token() {
     d.assert_passes(3, "uid alice");
     d.assert_fails(8, "refused the token (401)", "dcos auth login");
 }
+
+/// Step 5 reports the route it used: direct, or the HTTP proxy / SOCKS / command that
+/// carries the connection (issue 12). Through a proxy the master's name need not resolve
+/// here, so the check goes the way the proxy's requests go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_check_names_its_route() {
+    let master = FakeMaster::start().await;
+    let home = TempDir::new().unwrap();
+    cluster(home.path(), &master.url, Some(VALID), None);
+    let d = doctor(home.path(), &[], &[]).await;
+    d.assert_passes(5, "(direct, no proxy)");
+
+    // A proxy nothing listens on, for a master whose name only the proxy could resolve.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = TempDir::new().unwrap();
+    cluster(home.path(), "http://dcos-master.invalid", Some(VALID), None);
+    let proxy = format!("http://127.0.0.1:{port}");
+    let d = doctor(
+        home.path(),
+        &[],
+        &[("DCOS_TOKEN_PROXY_UPSTREAM_PROXY", proxy.as_str())],
+    )
+    .await;
+    d.assert_fails(
+        5,
+        &format!("dcos-master.invalid:80 via the HTTP proxy {proxy}"),
+        "--upstream-proxy",
+    );
+}

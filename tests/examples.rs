@@ -266,3 +266,73 @@ fn the_dockerfile_builds_locked_release_and_runs_in_sidecar_mode() {
     );
     assert!(ci.contains("json_args CMD") && ci.contains("json_args HEALTHCHECK"));
 }
+
+/// Every file the release build reads from outside `src/` (an `include_str!` or
+/// `include_bytes!` in non-test code) is under a directory the Dockerfile's build stage
+/// copies in, or `docker build` fails where `.ci/run`, which builds in the full checkout,
+/// cannot see it.
+#[test]
+fn the_dockerfile_copies_every_file_the_build_includes() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let build_stage = text.split("\nFROM ").nth(1).expect("a build stage");
+    let copied: Vec<String> = build_stage
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let mut parts: Vec<&str> = l.split_whitespace().collect();
+            parts.pop(); // the destination
+            parts
+                .into_iter()
+                .map(|p| p.trim_end_matches('/').to_owned())
+        })
+        .collect();
+    assert!(copied.iter().any(|c| c == "src"), "{copied:?}");
+    let mut files = Vec::new();
+    let mut dirs = vec![root().join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut included = Vec::new();
+    for file in files {
+        let code = std::fs::read_to_string(&file).unwrap();
+        let code = code.split("#[cfg(test)]").next().unwrap_or_default();
+        for (at, _) in code.match_indices("include_") {
+            let rest = &code[at..];
+            let Some(open) = rest.find("(\"") else {
+                continue;
+            };
+            if !(rest.starts_with("include_str!") || rest.starts_with("include_bytes!")) {
+                continue;
+            }
+            let arg = &rest[open + 2..];
+            let rel = &arg[..arg.find('"').unwrap()];
+            let path = file.parent().unwrap().join(rel);
+            let path = std::fs::canonicalize(&path).unwrap();
+            let rel = path
+                .strip_prefix(std::fs::canonicalize(root()).unwrap())
+                .unwrap();
+            included.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    assert!(
+        !included.is_empty(),
+        "found no include_str! (the settings example is one)"
+    );
+    for file in included {
+        assert!(
+            copied
+                .iter()
+                .any(|c| file == *c || file.starts_with(&format!("{c}/"))),
+            "the build includes {file}, but the Dockerfile's build stage copies only \
+             {copied:?}: add a COPY for it"
+        );
+    }
+}

@@ -13,7 +13,9 @@ use dcos_token_proxy::dcos::config::{
 };
 use dcos_token_proxy::env::Env;
 use dcos_token_proxy::framing::Scanner;
-use dcos_token_proxy::guard::normalize_path;
+use dcos_token_proxy::guard::{
+    DenyPaths, Guard, Policy, Refusal, has_control_character, normalize_path, servlet_path,
+};
 use dcos_token_proxy::proxy::headers::{Credentials, apply_authorization};
 use dcos_token_proxy::types::ClientAuth;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -301,6 +303,20 @@ proptest! {
     }
 
     #[test]
+    fn servlet_paths_hold_no_parameters_and_no_dot_segments(
+        path in "/[a-zA-Z0-9%./_~;=-]{0,40}",
+    ) {
+        let once = servlet_path(&path).into_owned();
+        prop_assert!(once.starts_with('/'));
+        prop_assert!(!once.contains(';'), "{:?} -> {:?}", path, once);
+        prop_assert!(!once.contains("//"));
+        prop_assert!(!once.split('/').any(|s| s == ".." || s == "."));
+        if !once.contains('%') {
+            prop_assert_eq!(servlet_path(&once).into_owned(), once.clone());
+        }
+    }
+
+    #[test]
     fn the_head_scanner_never_panics_and_ignores_how_bytes_are_split(
         pieces in prop::collection::vec(prop_oneof![
             Just(b"POST / HTTP/1.1\r\n".to_vec()),
@@ -332,5 +348,116 @@ proptest! {
         for index in 0..20 {
             prop_assert_eq!(a.conflict(index), b.conflict(index));
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The guard against disguised paths: `;` parameters, dot segments, percent-encoding and
+// control characters
+// ---------------------------------------------------------------------------------------
+
+/// One way to write a segment that a server behind the proxy reads as `seg`.
+fn disguise(seg: &'static str) -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(seg.to_owned()),
+        // `;parameters`, as Jetty strips them.
+        "[a-z0-9=]{0,6}".prop_map(move |p| format!("{seg};{p}")),
+        // A percent-encoded character (either case of hex digit).
+        (0..seg.len(), any::<bool>()).prop_map(move |(i, upper)| {
+            let b = seg.as_bytes()[i];
+            let enc = if upper {
+                format!("%{b:02X}")
+            } else {
+                format!("%{b:02x}")
+            };
+            format!("{}{enc}{}", &seg[..i], &seg[i + 1..])
+        }),
+        // A detour: a segment, then `..` (maybe with parameters or encoded).
+        (
+            "[a-z]{1,5}",
+            prop_oneof![
+                Just(".."),
+                Just("..;"),
+                Just("..;x"),
+                Just("%2e%2e"),
+                Just(".%2E"),
+            ]
+        )
+            .prop_map(move |(d, up)| format!("{d}/{up}/{seg}")),
+        // An empty or `.` segment before it.
+        prop_oneof![Just("/"), Just("./"), Just(".;/"), Just("%2e/")]
+            .prop_map(move |pre| format!("{pre}{seg}")),
+    ]
+}
+
+/// A path for `/mesos/master/<tail>`, each segment disguised.
+fn disguised_mesos_path() -> impl Strategy<Value = String> {
+    (
+        disguise("mesos"),
+        disguise("master"),
+        "[a-z]{0,6}",
+        prop::option::of("[a-z=]{0,4}"),
+    )
+        .prop_map(|(a, b, tail, params)| match params {
+            Some(p) => format!("/{a}/{b}/{tail};{p}"),
+            None => format!("/{a}/{b}/{tail}"),
+        })
+}
+
+/// The `%XX` of a control character.
+fn encoded_control() -> impl Strategy<Value = String> {
+    prop_oneof![0u8..0x20, Just(0x7f)].prop_map(|b| format!("%{b:02x}"))
+}
+
+fn deny_mesos() -> Guard {
+    let policy = Policy {
+        deny_paths: Some(DenyPaths::new(&["/mesos/.*".to_owned()]).unwrap()),
+        ..Policy::default()
+    };
+    Guard::new(&policy, Some(8079))
+}
+
+fn check(guard: &Guard, target: &str) -> Result<(), Refusal> {
+    let mut req = http::Request::builder()
+        .uri(target)
+        .header("host", "localhost")
+        .body(())
+        .expect("the generated target is a valid request target");
+    guard.check(&mut req)
+}
+
+proptest! {
+    #[test]
+    fn disguised_paths_never_slip_past_a_deny_rule(path in disguised_mesos_path()) {
+        let guard = deny_mesos();
+        let result = check(&guard, &path);
+        prop_assert!(
+            matches!(result, Err(Refusal::DeniedPath(_))),
+            "{:?} -> {:?}", path, result
+        );
+    }
+
+    #[test]
+    fn a_decoded_control_character_is_400_wherever_it_is(
+        path in disguised_mesos_path(),
+        other in "/[a-z/;.]{0,12}",
+        ctl in encoded_control(),
+        at in any::<prop::sample::Index>(),
+        mesos in any::<bool>(),
+    ) {
+        let guard = deny_mesos();
+        let base = if mesos { path } else { other };
+        // Insert at a character boundary after the leading `/`, outside any `%XX`.
+        let cuts: Vec<usize> = (1..=base.len())
+            .filter(|&i| !base[..i].ends_with('%') && !base[..i.saturating_sub(1)].ends_with('%'))
+            .collect();
+        let i = cuts[at.index(cuts.len())];
+        let target = format!("{}{ctl}{}", &base[..i], &base[i..]);
+        prop_assert!(has_control_character(&target));
+        let result = check(&guard, &target);
+        prop_assert!(
+            matches!(result, Err(Refusal::Malformed(m)) if m.contains("control character")),
+            "{:?} -> {:?}", target, result
+        );
     }
 }

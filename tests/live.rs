@@ -808,3 +808,33 @@ async fn sixty_rewrites_under_four_busy_clients_fail_nothing() {
         distinct.len()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 9, finding 10: self-loops through an alias of the proxy's address
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn finding_10_a_change_to_an_alias_of_the_proxys_own_address_is_refused() {
+    logs();
+    let c = OneCluster::start("loop", None).await;
+    let port = c.f.proxy.addr.port();
+    for (i, host) in [
+        "127.1",
+        "0.0.0.0",
+        "[::ffff:127.0.0.1]",
+        "2130706433",
+        "localhost",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let alias = format!("http://{host}:{port}");
+        let text = dcos_toml(&alias, Some(&c.first), "c1");
+        c.dcos.rewrite("c1", &text);
+        let line = wait_log(1, &["requests would loop", &format!("{host}:{port}")]).await;
+        assert!(line.contains("keeping the last good config"), "{line}");
+        // Still the real master, and nothing went round.
+        assert_eq!(status_of(&c.f, &format!("/still-{i}")).await, 200);
+        assert_eq!(c.master.last().target, format!("/still-{i}"));
+    }
+}

@@ -7,47 +7,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
-use common::{
-    FakeMaster, RunningProxy, VALID, cluster, get, raw_exchange, read_head, start_proxy_with,
-    ws_echo,
-};
-use dcos_token_proxy::cli::Cli;
-use dcos_token_proxy::dcos::config::SslVerify;
-use dcos_token_proxy::env::Env;
-use dcos_token_proxy::settings::{ENV_PATH_SECRET, FileSettings, Settings};
+use common::{FakeMaster, get, raw_exchange, read_head, start, ws_echo};
+use dcos_token_proxy::settings::ENV_PATH_SECRET;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SECRET: &str = "test-path-secret-0123456789abcdef";
-
-/// Settings as the command line `args` (and environment `env`) would give them, on
-/// `127.0.0.1:0`.
-fn settings_with(args: &[&str], env: &[(&str, &str)]) -> Settings {
-    let mut full = vec!["dcos-token-proxy", "--listen", "127.0.0.1:0"];
-    full.extend_from_slice(args);
-    let cli = Cli::try_parse_from(full).expect("valid test flags");
-    let mut s = Settings::resolve(
-        &cli,
-        &FileSettings::default(),
-        &Env::from_pairs(env.iter().copied()),
-    )
-    .expect("valid test settings");
-    s.shutdown_grace = Duration::from_secs(5);
-    s
-}
-
-/// A fake master and a proxy in front of it started with `args` and `env`.
-async fn start(args: &[&str], env: &[(&str, &str)]) -> (FakeMaster, RunningProxy) {
-    let master = FakeMaster::start().await;
-    let proxy = start_proxy_with(
-        cluster(&master.url, Some(VALID), SslVerify::System),
-        settings_with(args, env),
-    )
-    .await;
-    (master, proxy)
-}
 
 /// Send `head` (a request head without its final blank line; `Connection: close` is
 /// added) and return the status code and the whole answer.

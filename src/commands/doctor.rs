@@ -33,7 +33,7 @@ use dcos_token_proxy::dcos::token::human_duration;
 use dcos_token_proxy::env::Env;
 use dcos_token_proxy::proxy::describe;
 use dcos_token_proxy::settings::Settings;
-use dcos_token_proxy::upstream::{Upstream, UpstreamError};
+use dcos_token_proxy::upstream::{Route, Upstream, UpstreamError};
 
 /// The public endpoint that names the DC/OS version (no token needed).
 pub const VERSION_PATH: &str = "/dcos-metadata/dcos-version.json";
@@ -428,6 +428,49 @@ async fn check_reachable(
         .port_u16()
         .unwrap_or(if https { 443 } else { 80 });
     let url_fix = "check core.dcos_url (or DCOS_URL / --upstream), your VPN and network";
+    let tls = if https {
+        ", TLS handshake ok"
+    } else {
+        " (plain HTTP)"
+    };
+    // Through an HTTP proxy, SOCKS or a command, the master's name may not resolve here
+    // at all: the route reaches it, so check it the way the proxy will.
+    let via = match &upstream.route {
+        Route::Direct => None,
+        Route::Http { .. } => Some(format!("the HTTP proxy {}", upstream.route)),
+        Route::Socks { .. } => Some(format!("the SOCKS proxy {}", upstream.route)),
+        Route::Command(_) => Some(format!("the proxy {}", upstream.route)),
+    };
+    if let Some(via) = via {
+        let version = fetch(
+            upstream,
+            Method::GET,
+            VERSION_PATH,
+            false,
+            connect_timeout * 3,
+        )
+        .await;
+        return match version {
+            Ok((status, body)) => {
+                list.pass(
+                    5,
+                    "master reachable",
+                    format!("{host}:{port} via {via}{tls}"),
+                );
+                version_step(list, status, &body);
+                true
+            }
+            Err(why) => {
+                list.fail(
+                    5,
+                    "master reachable",
+                    format!("{host}:{port} via {via}: {why}"),
+                    "check the route: --upstream-proxy / the proxy variables, or --proxy-command",
+                );
+                false
+            }
+        };
+    }
     let addrs: Vec<_> = match tokio::net::lookup_host((host.as_str(), port)).await {
         Ok(a) => a.collect(),
         Err(e) => {
@@ -493,17 +536,18 @@ async fn check_reachable(
             return false;
         }
     };
-    let tls = if https {
-        ", TLS handshake ok"
-    } else {
-        " (plain HTTP)"
-    };
     list.pass(
         5,
         "master reachable",
-        format!("{host} resolves to {addr}, TCP ok{tls}"),
+        format!("{host} resolves to {addr}, TCP ok{tls} (direct, no proxy)"),
     );
-    match parse_version(status, &body) {
+    version_step(list, status, &body);
+    true
+}
+
+/// Step 6 from the version document's answer.
+fn version_step(list: &mut Checklist, status: StatusCode, body: &[u8]) {
+    match parse_version(status, body) {
         Ok(v) => list.pass(6, "DC/OS version", format!("DC/OS {v}")),
         Err(why) => list.fail(
             6,
@@ -512,7 +556,6 @@ async fn check_reachable(
             "check that core.dcos_url is the DC/OS master (Admin Router), not another server",
         ),
     }
-    true
 }
 
 /// An I/O error in words, without the `(os error N)` tail.

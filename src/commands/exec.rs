@@ -49,7 +49,8 @@ pub fn run(
     if quiet_default {
         settings.log_filter = EXEC_LOG_FILTER.to_owned();
     }
-    logging::init(settings.log_format, &settings.log_filter)?;
+    // Held to the end: buffered log lines are written out before exit.
+    let _log = logging::init(settings.log_format, &settings.log_filter)?;
     let cluster = match config::discover(&settings.discover, &env) {
         Ok(cluster) => Ok(cluster),
         Err(e) if e.is_not_set_up() => Err(e),

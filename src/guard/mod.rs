@@ -2,37 +2,52 @@
 //!
 //! Every check runs here, once per request and before anything is forwarded: the
 //! request framing (a head with both `Content-Length` and `Transfer-Encoding`, found by
-//! [`crate::framing`], is refused), the method (`CONNECT` is refused), the request
-//! target (an absolute-form target never picks the destination), `Host` against an
-//! anchored allow-list (DNS rebinding),
+//! [`crate::framing`], is refused), the method (`CONNECT` is refused, in any letter
+//! case), the request target (an absolute-form target never picks the destination; the
+//! asterisk form `*` is for `OPTIONS` only; a path that holds a control character once
+//! percent-decoded is refused), `Host` against an anchored allow-list (DNS rebinding),
 //! `Origin` and `Sec-Fetch-Site` (web pages in the user's browser), the optional path
 //! secret (stripped before forwarding), and the operator's filters (`read_only`,
 //! `deny_methods`, `deny_paths`). A refused request gets a one-line answer saying what
 //! was refused and which setting would allow it deliberately; the master never sees it.
+//! An admitted request then loses what the master must not see ([`scrub`]): the path
+//! secret wherever else it appears, the client's forwarding headers and its cookies;
+//! and it gains this proxy's loop marker, a `Via` entry with a random ID
+//! ([`LoopMarker`]). A request that arrives already carrying the marker has come round
+//! to this proxy again (a master URL that is an alias of the proxy's own address) and
+//! gets 508 Loop Detected instead of going round once more.
 //!
 //! Everything is compiled once at startup ([`Policy`], then [`Guard`]); a check does no
 //! I/O, takes no lock and allocates only with a path secret (the stripped target, and a
-//! `Referer` that carries the secret), to normalise a path that holds `%`, `//` or dot
-//! segments when `deny_paths` is set, and to word a refusal.
+//! header or target that repeats the secret), to normalise a path that holds `%`, `//`,
+//! `;` or dot segments when `deny_paths` is set, to list `X-Forwarded-*` names to
+//! remove, and to word a refusal.
 
+mod marker;
 mod path;
 mod policy;
 mod refusal;
+mod scrub;
 
 use std::borrow::Cow;
 
 use http::uri::{PathAndQuery, Uri};
-use http::{HeaderMap, HeaderValue, Method, Request, Version, header};
+use http::{HeaderMap, Method, Request, Version, header};
 
-pub use self::path::normalize_path;
+pub use self::marker::LoopMarker;
+pub use self::path::{has_control_character, normalize_path, servlet_path};
 use self::policy::split_host_port;
 pub use self::policy::{
-    DEFAULT_ALLOWED_HOSTS, DenyPaths, HostPattern, MIN_PATH_SECRET_LEN, PathSecret, Policy,
-    PolicyError, READ_ONLY_METHODS,
+    DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_UPGRADES, DEFAULT_PASS_COOKIES,
+    DEFAULT_PASS_FORWARDING_HEADERS, DenyPaths, HostPattern, MIN_PATH_SECRET_LEN, PathSecret,
+    Policy, PolicyError, READ_ONLY_METHODS,
 };
 pub use self::refusal::Refusal;
 use self::refusal::{quoted, quoted_value};
-use crate::framing::FramingConflict;
+use crate::framing::{FramingConflict, OversizedHead};
+
+/// The Fetch Metadata header that says where a browser request came from.
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
 
 /// The compiled checks for one listening proxy.
 #[derive(Debug, Clone)]
@@ -46,6 +61,10 @@ pub struct Guard {
     read_only: bool,
     deny_paths: Option<DenyPaths>,
     deny_methods: Vec<Method>,
+    pass_forwarding_headers: bool,
+    pass_cookies: bool,
+    allowed_upgrades: Vec<String>,
+    marker: LoopMarker,
 }
 
 impl Guard {
@@ -81,7 +100,16 @@ impl Guard {
             read_only: policy.read_only,
             deny_paths: policy.deny_paths.clone(),
             deny_methods: policy.deny_methods.clone(),
+            pass_forwarding_headers: policy.pass_forwarding_headers,
+            pass_cookies: policy.pass_cookies,
+            allowed_upgrades: policy.allowed_upgrades.clone(),
+            marker: LoopMarker::new(),
         }
+    }
+
+    /// The `Via` entry this proxy adds to every request it admits.
+    pub fn loop_marker(&self) -> &LoopMarker {
+        &self.marker
     }
 
     /// What clients put before every path: `/<secret>`, or empty without a secret. For
@@ -103,15 +131,40 @@ impl Guard {
     }
 
     fn check_inner<B>(&self, req: &mut Request<B>) -> Result<(), Refusal> {
+        if req.extensions().get::<OversizedHead>().is_some() {
+            return Err(Refusal::HeadTooLarge);
+        }
         if req.extensions().get::<FramingConflict>().is_some() {
             return Err(Refusal::Malformed(
                 "both Content-Length and Transfer-Encoding (a request-smuggling shape, \
                  RFC 9112 §6.3); send one of them",
             ));
         }
+        // Before anything else: a request of our own that came round again is never
+        // forwarded, whatever else it holds.
+        if self.marker.is_in(req.headers()) {
+            return Err(Refusal::Loop);
+        }
         let method = req.method();
-        if method == Method::CONNECT {
+        // `http::Method` compares exactly: `connect` is an extension method to it.
+        if method
+            .as_str()
+            .eq_ignore_ascii_case(Method::CONNECT.as_str())
+        {
             return Err(Refusal::Connect);
+        }
+        // RFC 9112 §3.2.4: the asterisk form is only for a server-wide OPTIONS.
+        if req.uri() == "*" && method != Method::OPTIONS {
+            return Err(Refusal::Malformed(
+                "the request target `*` is only for OPTIONS (RFC 9112 §3.2.4); send `GET /path`",
+            ));
+        }
+        // Before any rule: a rule written for printable paths must not be asked about
+        // `\n` or NUL, and no server behind the proxy should see them.
+        if has_control_character(req.uri().path()) {
+            return Err(Refusal::Malformed(
+                "the path holds a control character (%00-%1F or %7F once decoded)",
+            ));
         }
 
         // RFC 9112 §3.2.2: an absolute-form target's authority replaces Host. It never
@@ -134,7 +187,14 @@ impl Guard {
         {
             return Err(Refusal::ReadOnly(method.to_string()));
         }
-        if self.deny_methods.contains(method) {
+        self.check_upgrade(req.headers())?;
+        // Case-insensitively: `delete` is an extension method to `http::Method`, and a
+        // server behind the proxy may still treat it as DELETE.
+        let denied = self
+            .deny_methods
+            .iter()
+            .any(|m| m.as_str().eq_ignore_ascii_case(method.as_str()));
+        if denied {
             return Err(Refusal::DeniedMethod(method.to_string()));
         }
 
@@ -143,17 +203,31 @@ impl Guard {
             let path = stripped
                 .as_ref()
                 .map_or(req.uri().path(), PathAndQuery::path);
-            let hit = deny.matching(path).or_else(|| match normalize_path(path) {
-                Cow::Owned(n) => deny.matching(&n),
-                Cow::Borrowed(_) => None,
-            });
+            // As sent, as nginx routes it, and as a servlet container routes it.
+            let hit = deny
+                .matching(path)
+                .or_else(|| match normalize_path(path) {
+                    Cow::Owned(n) => deny.matching(&n),
+                    Cow::Borrowed(_) => None,
+                })
+                .or_else(|| match servlet_path(path) {
+                    Cow::Owned(n) => deny.matching(&n),
+                    Cow::Borrowed(_) => None,
+                });
             if let Some(rule) = hit {
                 return Err(Refusal::DeniedPath(rule.to_owned()));
             }
         }
-        if self.secret.is_some() {
-            scrub_referer(req.headers_mut(), &self.client_prefix);
+        if let Some(secret) = &self.secret {
+            scrub::scrub_headers(req.headers_mut(), secret.expose().as_bytes());
         }
+        if !self.pass_forwarding_headers {
+            scrub::strip_forwarding(req.headers_mut());
+        }
+        if !self.pass_cookies {
+            scrub::strip_cookies(req.headers_mut());
+        }
+        self.marker.append_to(req.headers_mut());
         match stripped {
             Some(pq) => *req.uri_mut() = Uri::from(pq),
             None if req.uri().authority().is_some() => {
@@ -165,6 +239,38 @@ impl Guard {
                 *req.uri_mut() = Uri::from(pq);
             }
             None => {}
+        }
+        Ok(())
+    }
+
+    /// RFC 9110 §7.8: `Upgrade` lists protocols (`name[/version]`, comma-separated);
+    /// in a request that asks to switch (`Connection: upgrade`), every one must be
+    /// allowed. A tunnel's content is never filtered, so this is the only say the proxy
+    /// has over what a switched connection carries. (Without the `upgrade` option,
+    /// `Upgrade` is a plain hop-by-hop field, removed before forwarding.)
+    fn check_upgrade(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let asks = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|opt| opt.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+        if !asks {
+            return Ok(());
+        }
+        for value in headers.get_all(header::UPGRADE) {
+            let Ok(text) = value.to_str() else {
+                return Err(Refusal::Upgrade(quoted_value(value)));
+            };
+            for proto in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let name = proto.split('/').next().unwrap_or_default().trim();
+                let allowed = self
+                    .allowed_upgrades
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(name));
+                if !allowed {
+                    return Err(Refusal::Upgrade(quoted(proto)));
+                }
+            }
         }
         Ok(())
     }
@@ -220,14 +326,19 @@ impl Guard {
                 true
             }
         };
-        // Fetch metadata (W3C): a navigation or `<img>` from another site carries no
-        // Origin, but browsers mark it cross-site.
-        let cross_site = headers
-            .get_all("sec-fetch-site")
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-        if cross_site && !origin_allowed {
-            return Err(Refusal::CrossSite);
+        // Fetch metadata (W3C): a navigation or `<img>` from another page carries no
+        // Origin, but browsers say where it came from. `same-site` is not enough: every
+        // other localhost port and every `*.localhost` name is the same site. Only the
+        // proxy's own pages (`same-origin`) and the user's own doing (`none`: the
+        // address bar, a bookmark) pass; tools send no such header.
+        if origin_allowed {
+            return Ok(());
+        }
+        for value in headers.get_all(SEC_FETCH_SITE) {
+            let b = value.as_bytes();
+            if !(b.eq_ignore_ascii_case(b"same-origin") || b.eq_ignore_ascii_case(b"none")) {
+                return Err(Refusal::CrossSite(quoted_value(value)));
+            }
         }
         Ok(())
     }
@@ -244,37 +355,22 @@ impl Guard {
             return Err(Refusal::PathSecret);
         }
         let rest = &after_slash[end..];
-        let rest = if rest.is_empty() { "/" } else { rest };
-        let pq = match uri.query() {
-            Some(q) => PathAndQuery::try_from(format!("{rest}?{q}")),
-            None => PathAndQuery::try_from(rest),
+        let mut target = match uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_owned(),
         };
+        // A client that repeats the secret (`/<secret>/<secret>/x`, `?next=/<secret>/`)
+        // must not carry it to the master, nor into a log line of the target.
+        if let Some(clean) = scrub::without_secret(target.as_bytes(), secret.expose().as_bytes()) {
+            target = String::from_utf8_lossy(&clean).into_owned();
+        }
+        if !target.starts_with('/') {
+            target.insert(0, '/');
+        }
         // The pieces came from a valid target, so they form one again.
-        pq.map(Some).map_err(|_| Refusal::PathSecret)
-    }
-}
-
-/// A page loaded through the proxy sends its own URL, path secret included, as
-/// `Referer`: take the secret out before the master (and its logs) see it.
-fn scrub_referer(headers: &mut HeaderMap, client_prefix: &str) {
-    let Some(value) = headers.get(header::REFERER) else {
-        return;
-    };
-    let bytes = value.as_bytes();
-    let needle = client_prefix.as_bytes();
-    let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) else {
-        return;
-    };
-    let mut scrubbed = Vec::with_capacity(bytes.len());
-    scrubbed.extend_from_slice(&bytes[..at]);
-    scrubbed.extend_from_slice(&bytes[at + needle.len()..]);
-    match HeaderValue::from_bytes(&scrubbed) {
-        Ok(v) => {
-            headers.insert(header::REFERER, v);
-        }
-        Err(_) => {
-            headers.remove(header::REFERER);
-        }
+        PathAndQuery::try_from(target)
+            .map(Some)
+            .map_err(|_| Refusal::PathSecret)
     }
 }
 
@@ -375,8 +471,13 @@ mod tests {
         ));
         assert_eq!(
             ok(&[("sec-fetch-site", "cross-site")]),
-            Err(Refusal::CrossSite)
+            Err(Refusal::CrossSite("cross-site".into()))
         );
+        assert_eq!(
+            ok(&[("sec-fetch-site", "same-site")]),
+            Err(Refusal::CrossSite("same-site".into()))
+        );
+        assert!(ok(&[("sec-fetch-site", "none")]).is_ok());
 
         let p = Policy {
             allowed_origins: Some(Policy::origins(&["https://Dash.example/".into()]).unwrap()),
@@ -574,11 +675,13 @@ mod tests {
         let cases = [
             (Refusal::Host("x".into()), "allowed_hosts"),
             (Refusal::Origin("x".into()), "allowed_origins"),
-            (Refusal::CrossSite, "allowed_origins"),
+            (Refusal::CrossSite("same-site".into()), "allowed_origins"),
             (Refusal::AbsoluteTarget("x".into()), "allowed_hosts"),
             (Refusal::ReadOnly("POST".into()), "read_only"),
             (Refusal::DeniedMethod("POST".into()), "deny_methods"),
             (Refusal::DeniedPath("r".into()), "deny_paths"),
+            (Refusal::Upgrade("h2c".into()), "allowed_upgrades"),
+            (Refusal::HeadTooLarge, "max_header_bytes"),
             (Refusal::PathSecret, "base URL"),
         ];
         for (r, needle) in cases {

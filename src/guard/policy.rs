@@ -18,6 +18,22 @@ pub const READ_ONLY_METHODS: [Method; 3] = [Method::GET, Method::HEAD, Method::O
 /// The shortest path secret accepted from a file or the environment.
 pub const MIN_PATH_SECRET_LEN: usize = 16;
 
+/// Whether a client's `Forwarded`, `X-Forwarded-*` and `X-Real-IP` reach the master by
+/// default: no, because to the master the proxy is the client, and a local caller must
+/// not claim another address, scheme or host.
+pub const DEFAULT_PASS_FORWARDING_HEADERS: bool = false;
+
+/// Whether a client's `Cookie` reaches the master by default: no. A browser sends the
+/// proxy every cookie of every local application on `localhost` (cookies are not
+/// separated by port), and the master authenticates the proxy by its token.
+pub const DEFAULT_PASS_COOKIES: bool = false;
+
+/// The protocols a client may switch to (RFC 9110 §7.8 `Upgrade`) by default: only
+/// WebSocket, which the DC/OS CLI's `task exec`, the UI's logs and terminals use. A
+/// tunnel's content is not filtered, so another protocol behind a master that switches
+/// (`h2c`) would carry requests past every rule.
+pub const DEFAULT_ALLOWED_UPGRADES: [&str; 1] = ["websocket"];
+
 /// Random bytes in a generated path secret (hex-encoded: 64 characters, 256 bits).
 const GENERATED_SECRET_BYTES: usize = 32;
 
@@ -232,11 +248,13 @@ pub struct DenyPaths {
 }
 
 impl DenyPaths {
-    /// Compile `patterns`, each anchored as `^(?:pattern)$`.
+    /// Compile `patterns`, each anchored as `^(?:pattern)$` and with `.` matching every
+    /// character, `\n` included (the regex flag `s`), so that no character of a path
+    /// steps outside a rule.
     pub fn new(patterns: &[String]) -> Result<Self, PolicyError> {
         let mut anchored = Vec::with_capacity(patterns.len());
         for p in patterns {
-            let a = format!("^(?:{p})$");
+            let a = format!("(?s)^(?:{p})$");
             if let Err(e) = regex::Regex::new(&a) {
                 let why = e.to_string().lines().last().unwrap_or_default().to_owned();
                 return Err(policy_error(
@@ -273,8 +291,16 @@ pub struct Policy {
     pub read_only: bool,
     /// `deny_paths`, if any.
     pub deny_paths: Option<DenyPaths>,
-    /// `deny_methods`.
+    /// `deny_methods`, upper-cased; matched without regard to letter case.
     pub deny_methods: Vec<Method>,
+    /// `pass_forwarding_headers`: forward a client's `Forwarded`, `X-Forwarded-*` and
+    /// `X-Real-IP` (removed by default).
+    pub pass_forwarding_headers: bool,
+    /// `pass_cookies`: forward a client's `Cookie` (removed by default).
+    pub pass_cookies: bool,
+    /// `allowed_upgrades`: protocol names (lowercase, no version) a client may ask to
+    /// switch to.
+    pub allowed_upgrades: Vec<String>,
 }
 
 impl Default for Policy {
@@ -289,6 +315,9 @@ impl Default for Policy {
             read_only: false,
             deny_paths: None,
             deny_methods: Vec::new(),
+            pass_forwarding_headers: DEFAULT_PASS_FORWARDING_HEADERS,
+            pass_cookies: DEFAULT_PASS_COOKIES,
+            allowed_upgrades: DEFAULT_ALLOWED_UPGRADES.map(String::from).to_vec(),
         }
     }
 }
@@ -308,6 +337,28 @@ impl Policy {
             .collect()
     }
 
+    /// Validate `allowed_upgrades` entries: protocol names (RFC 9110 §7.8 tokens),
+    /// lower-cased.
+    pub fn upgrades(list: &[String]) -> Result<Vec<String>, PolicyError> {
+        list.iter()
+            .map(|u| {
+                let name = u.trim().to_ascii_lowercase();
+                let token = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if token {
+                    Ok(name)
+                } else {
+                    Err(policy_error(
+                        "allowed_upgrades",
+                        format!("invalid protocol name {u:?} (e.g. websocket)"),
+                    ))
+                }
+            })
+            .collect()
+    }
+
     /// Validate `deny_methods` entries (method tokens, upper-cased).
     pub fn methods(list: &[String]) -> Result<Vec<Method>, PolicyError> {
         list.iter()
@@ -322,6 +373,15 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deny_paths_match_across_every_character() {
+        let d = DenyPaths::new(&["/mesos/.*".into(), "/a.b".into()]).unwrap();
+        assert_eq!(d.matching("/mesos/state\n"), Some("/mesos/.*"));
+        assert_eq!(d.matching("/mesos/\r\n\0x"), Some("/mesos/.*"));
+        assert_eq!(d.matching("/a\nb"), Some("/a.b"));
+        assert_eq!(d.matching("/x/mesos/state\n"), None, "still anchored");
+    }
 
     #[test]
     fn constant_time_comparison() {

@@ -23,8 +23,9 @@ pub enum Refusal {
     Host(String),
     /// `Origin` outside `allowed_origins`.
     Origin(String),
-    /// `Sec-Fetch-Site: cross-site` without an allowed `Origin`.
-    CrossSite,
+    /// `Sec-Fetch-Site` other than `same-origin` or `none` (the value is given) without
+    /// an allowed `Origin`.
+    CrossSite(String),
     /// The path secret is missing or wrong.
     PathSecret,
     /// `read_only` and a method other than GET, HEAD, OPTIONS (or an upgrade).
@@ -33,6 +34,12 @@ pub enum Refusal {
     DeniedMethod(String),
     /// The path matches a `deny_paths` rule (the rule is given).
     DeniedPath(String),
+    /// The request head is larger than `max_header_bytes`.
+    HeadTooLarge,
+    /// An `Upgrade` to a protocol outside `allowed_upgrades` (the protocol is given).
+    Upgrade(String),
+    /// The request carries this proxy's own loop marker: it has come round again.
+    Loop,
 }
 
 impl Refusal {
@@ -41,6 +48,8 @@ impl Refusal {
         match self {
             Self::Connect => StatusCode::METHOD_NOT_ALLOWED,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Loop => StatusCode::LOOP_DETECTED,
+            Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -58,6 +67,10 @@ impl Refusal {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         );
+        if *self == Self::HeadTooLarge {
+            // The body (if any) was never read: this connection ends with the answer.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if *self == Self::Connect {
             h.insert(
                 header::ALLOW,
@@ -94,10 +107,12 @@ impl fmt::Display for Refusal {
                  your DC/OS login; to allow that page deliberately, add it to allowed_origins \
                  (--allowed-origins)"
             ),
-            Self::CrossSite => f.write_str(
-                "cross-site request refused (Sec-Fetch-Site: cross-site): a web page from \
-                 another site may not use your DC/OS login; to allow a page deliberately, add \
-                 its origin to allowed_origins (--allowed-origins)",
+            Self::CrossSite(site) => write!(
+                f,
+                "request from another page refused (Sec-Fetch-Site: {site}; only same-origin \
+                 and none pass): a web page from another site, another localhost port or a \
+                 *.localhost name may not use your DC/OS login; to allow a page \
+                 deliberately, add its origin to allowed_origins (--allowed-origins)"
             ),
             Self::PathSecret => f.write_str(
                 "missing or wrong path secret: use the base URL printed at startup \
@@ -114,6 +129,24 @@ impl fmt::Display for Refusal {
                 f,
                 "{method} refused by the deny_methods setting (--deny-methods); remove it \
                  there to allow it"
+            ),
+            Self::HeadTooLarge => f.write_str(
+                "request head too large: the request line and headers together exceed \
+                 max_header_bytes (--max-header-bytes); send smaller headers (e.g. fewer \
+                 cookies), or raise the limit",
+            ),
+            Self::Upgrade(proto) => write!(
+                f,
+                "upgrade to {proto:?} refused by the allowed_upgrades setting (default: \
+                 websocket only): the content of a switched connection is not filtered; add \
+                 the protocol to allowed_upgrades (--allowed-upgrades) to allow it \
+                 deliberately"
+            ),
+            Self::Loop => f.write_str(
+                "loop detected: this request has already passed through this proxy (its Via \
+                 marker came back), so the master URL leads back to the proxy itself, e.g. \
+                 through an alias of its address; point core.dcos_url (or --upstream) at the \
+                 real DC/OS master",
             ),
             Self::DeniedPath(rule) => write!(
                 f,

@@ -27,6 +27,8 @@ pub struct FileSettings {
     pub shutdown_grace: Option<DurationSetting>,
     /// `header_read_timeout`: e.g. "10s".
     pub header_read_timeout: Option<DurationSetting>,
+    /// `body_idle_timeout`: e.g. "60s".
+    pub body_idle_timeout: Option<DurationSetting>,
     /// `allow_remote`: permit a non-loopback `listen` address.
     pub allow_remote: Option<bool>,
     /// `allowed_hosts`: `Host` patterns.
@@ -43,8 +45,19 @@ pub struct FileSettings {
     pub deny_paths: Option<Vec<String>>,
     /// `deny_methods`: methods refused.
     pub deny_methods: Option<Vec<String>>,
+    /// `pass_forwarding_headers`: forward a client's `Forwarded`, `X-Forwarded-*`,
+    /// `X-Real-IP`.
+    pub pass_forwarding_headers: Option<bool>,
+    /// `pass_cookies`: forward a client's `Cookie`.
+    pub pass_cookies: Option<bool>,
+    /// `allowed_upgrades`: protocols a client may switch to.
+    pub allowed_upgrades: Option<Vec<String>>,
     /// `max_connections`.
     pub max_connections: Option<usize>,
+    /// `max_tunnels`.
+    pub max_tunnels: Option<usize>,
+    /// `tunnel_idle_timeout`: e.g. "1h".
+    pub tunnel_idle_timeout: Option<DurationSetting>,
     /// `max_header_bytes`.
     pub max_header_bytes: Option<usize>,
     /// `[dcos]` table.

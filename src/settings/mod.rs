@@ -19,7 +19,9 @@ use crate::cli::Cli;
 use crate::dcos::config::DiscoverOptions;
 use crate::env::Env;
 use crate::files::{ReadError, read_bounded};
-use crate::guard::{DenyPaths, PathSecret, Policy};
+use crate::guard::{
+    DEFAULT_PASS_COOKIES, DEFAULT_PASS_FORWARDING_HEADERS, DenyPaths, PathSecret, Policy,
+};
 use crate::types::{ClientAuth, ListenAddr, LogFormat, WatchMode, parse_listen};
 use crate::upstream::route::{RouteInputs, RouteOptions};
 use crate::upstream::{ClientOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT};
@@ -35,9 +37,21 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// starts this timer whenever a connection waits for a request head, so it is also how
 /// long an idle keep-alive connection stays open.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body may go without a byte once its headers are in: past it, the
+/// client gets 408 and the request to the master is abandoned. A streamed upload that
+/// pauses longer than this (an interactive input stream with no keep-alive records)
+/// needs a higher `body_idle_timeout`.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most client connections served at once; more wait in the kernel's backlog until
 /// one closes. High for a local proxy: browsers open 6 per host, dashboards a few more.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The most tunnels (WebSocket connections after `101 Switching Protocols`) open at
+/// once; a master's `101` beyond it is answered 503. Each holds two file descriptors and
+/// no longer counts as a client connection.
+pub const DEFAULT_MAX_TUNNELS: usize = 512;
+/// How long a tunnel may carry no byte in either direction before it is closed: long
+/// enough for an interactive `dcos task exec` shell left alone for a while.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// The largest request head (request line and headers) accepted; larger gets 431.
 /// A DC/OS token is about 1 KiB, so this leaves room for big cookies.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -103,12 +117,18 @@ pub struct Settings {
     pub max_connections: usize,
     /// The largest request head accepted.
     pub max_header_bytes: usize,
+    /// The most tunnels open at once.
+    pub max_tunnels: usize,
+    /// Tunnel idle timeout.
+    pub tunnel_idle_timeout: Duration,
     /// Client `Authorization` policy.
     pub client_auth: ClientAuth,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
     /// Client header read timeout.
     pub header_read_timeout: Duration,
+    /// Request body idle timeout.
+    pub body_idle_timeout: Duration,
     /// Upstream response-header timeout.
     pub response_timeout: Duration,
     /// Upstream TCP connect timeout.
@@ -137,9 +157,12 @@ impl Default for Settings {
             policy: Policy::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_tunnels: DEFAULT_MAX_TUNNELS,
+            tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             client_auth: ClientAuth::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             route: RouteOptions::default(),
@@ -188,6 +211,17 @@ impl Settings {
             cli.header_read_timeout,
             file.header_read_timeout,
         );
+        pick_duration(
+            &mut s.body_idle_timeout,
+            cli.body_idle_timeout,
+            file.body_idle_timeout,
+        );
+        if s.body_idle_timeout.is_zero() {
+            return Err(invalid(
+                "body_idle_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
         pick_duration(
             &mut s.response_timeout,
             cli.response_timeout,
@@ -238,6 +272,21 @@ impl Settings {
             .unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if s.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        s.max_tunnels = cli
+            .max_tunnels
+            .or(file.max_tunnels)
+            .unwrap_or(DEFAULT_MAX_TUNNELS);
+        pick_duration(
+            &mut s.tunnel_idle_timeout,
+            cli.tunnel_idle_timeout,
+            file.tunnel_idle_timeout,
+        );
+        if s.tunnel_idle_timeout.is_zero() {
+            return Err(invalid(
+                "tunnel_idle_timeout",
+                "must be greater than zero".into(),
+            ));
         }
         s.max_header_bytes = cli
             .max_header_bytes
@@ -314,6 +363,17 @@ fn resolve_policy(cli: &Cli, file: &FileSettings, env: &Env) -> Result<Policy, S
         }
     }
     p.read_only = cli.read_only.or(file.read_only).unwrap_or(false);
+    if let Some(list) = pick_list(&cli.allowed_upgrades, &file.allowed_upgrades) {
+        p.allowed_upgrades = Policy::upgrades(list).map_err(from_guard)?;
+    }
+    p.pass_forwarding_headers = cli
+        .pass_forwarding_headers
+        .or(file.pass_forwarding_headers)
+        .unwrap_or(DEFAULT_PASS_FORWARDING_HEADERS);
+    p.pass_cookies = cli
+        .pass_cookies
+        .or(file.pass_cookies)
+        .unwrap_or(DEFAULT_PASS_COOKIES);
 
     let secret_file = cli
         .path_secret_file
@@ -551,6 +611,11 @@ mod tests {
         assert_eq!(s.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
         assert_eq!(s.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(s.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        assert_eq!(s.max_tunnels, DEFAULT_MAX_TUNNELS);
+        assert_eq!(s.tunnel_idle_timeout, DEFAULT_TUNNEL_IDLE_TIMEOUT);
+        assert_eq!(s.body_idle_timeout, DEFAULT_BODY_IDLE_TIMEOUT);
+        assert_eq!(s.policy.allowed_upgrades, ["websocket"]);
+        assert!(!s.policy.pass_cookies && !s.policy.pass_forwarding_headers);
         assert_eq!(
             s.policy.allowed_hosts,
             Policy::default().allowed_hosts,
@@ -600,11 +665,14 @@ mod tests {
             deny_methods = ["delete"]
             max_connections = 10
             max_header_bytes = 9000
+            pass_cookies = true
             "#,
         )
         .unwrap();
         let s = Settings::resolve(&cli(&[]), &file, &Env::default()).unwrap();
         assert!(s.policy.read_only);
+        assert!(s.policy.pass_cookies);
+        assert!(!s.policy.pass_forwarding_headers, "off by default");
         assert_eq!(s.policy.allowed_hosts.len(), 2);
         assert_eq!(s.policy.deny_methods, [http::Method::DELETE]);
         assert_eq!(s.max_connections, 10);

@@ -228,8 +228,11 @@ impl Tracker {
             named: Named::default(),
         };
         // The clusters served by name are there from the first request on.
+        // No DNS here: a name is checked for a loop at the next re-read (and the
+        // runtime loop marker stops one meanwhile).
         let first = read_named(&tracker.follow);
-        tracker.apply_named(first, false);
+        let loops = tracker.literal_loops(&first);
+        tracker.apply_named(first, &loops, false);
         tracker
     }
 
@@ -358,7 +361,7 @@ impl Tracker {
             let again = self.load().await;
             if same(&seen, &again) {
                 match again {
-                    Ok(cfg) => self.publish(cfg),
+                    Ok(cfg) => self.publish(cfg).await,
                     Err(e) => self.problem(e),
                 }
                 return;
@@ -405,18 +408,77 @@ impl Tracker {
             tokio::time::sleep(pause).await;
             let again = self.load_named().await;
             if again == seen {
-                self.apply_named(again, true);
+                let loops = self.named_loops(&again).await;
+                self.apply_named(again, &loops, true);
                 return;
             }
             seen = again;
         }
     }
 
+    /// The IDs of the clusters in `read` whose master URL resolves to this proxy.
+    async fn named_loops(&self, read: &Result<Vec<NamedRead>, String>) -> BTreeSet<String> {
+        let mut loops = BTreeSet::new();
+        let (Some(local), Ok(read)) = (self.local_addr, read) else {
+            return loops;
+        };
+        for r in read {
+            if let Ok(cfg) = &r.config
+                && crate::host::resolves_to_self(&cfg.dcos_url, local).await
+            {
+                loops.insert(r.id.clone());
+            }
+        }
+        loops
+    }
+
+    /// [`Self::named_loops`] without DNS: IP literals and `localhost` only.
+    fn literal_loops(&self, read: &Result<Vec<NamedRead>, String>) -> BTreeSet<String> {
+        let (Some(local), Ok(read)) = (self.local_addr, read) else {
+            return BTreeSet::new();
+        };
+        read.iter()
+            .filter(|r| {
+                r.config.as_ref().is_ok_and(|cfg| {
+                    let url = &cfg.dcos_url;
+                    let port = url
+                        .port_u16()
+                        .unwrap_or(if url.scheme_str() == Some("https") {
+                            443
+                        } else {
+                            80
+                        });
+                    let host = url.host().unwrap_or_default();
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let ips: Vec<std::net::IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+                        vec![
+                            std::net::Ipv4Addr::LOCALHOST.into(),
+                            std::net::Ipv6Addr::LOCALHOST.into(),
+                        ]
+                    } else {
+                        host.parse().into_iter().collect()
+                    };
+                    let addrs: Vec<SocketAddr> = ips
+                        .into_iter()
+                        .map(|ip| SocketAddr::new(ip, port))
+                        .collect();
+                    crate::host::reaches(&addrs, local)
+                })
+            })
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
     /// Build and publish the clusters served by name from `read`: a cluster whose config
     /// is unchanged keeps its snapshot; a changed one gets a new snapshot that shares its
     /// pooled client when the master and TLS are the same; a broken one keeps its last
     /// good snapshot (or, with none, answers 503 with the problem).
-    fn apply_named(&mut self, read: Result<Vec<NamedRead>, String>, announce: bool) {
+    fn apply_named(
+        &mut self,
+        read: Result<Vec<NamedRead>, String>,
+        loops: &BTreeSet<String>,
+        announce: bool,
+    ) {
         let list = match &read {
             Ok(list) => list.clone(),
             Err(e) => {
@@ -433,6 +495,10 @@ impl Tracker {
             let prev = self.named.by_id.remove(&r.id);
             let built = match &r.config {
                 Ok(cfg) if prev.as_ref().and_then(|p| p.good.as_ref()) == Some(cfg) => Ok(None),
+                Ok(cfg) if loops.contains(&r.id) => match self.local_addr {
+                    Some(local) => Err(super::loop_message(cfg, local)),
+                    None => Ok(None),
+                },
                 Ok(cfg) => self.named_upstream(cfg, prev.as_ref()).map(Some),
                 Err(e) => Err(e.clone()),
             };
@@ -506,17 +572,12 @@ impl Tracker {
     }
 
     /// The upstream for a cluster served by name, from its previous one when there is
-    /// one (to keep its pooled client); a URL that is this proxy's own address is refused.
+    /// one (to keep its pooled client).
     fn named_upstream(
         &self,
         cfg: &ClusterConfig,
         prev: Option<&NamedState>,
     ) -> Result<(ClusterConfig, Upstream), String> {
-        if let Some(local_addr) = self.local_addr
-            && crate::host::points_at(&cfg.dcos_url, local_addr)
-        {
-            return Err(super::loop_message(cfg, local_addr));
-        }
         let options = self.settings.client_options();
         let built = match prev.map(|p| &*p.snapshot) {
             Some(Snapshot::Ready(up)) => up.next(cfg, &options),
@@ -525,9 +586,9 @@ impl Tracker {
         built.map(|up| (cfg.clone(), up)).map_err(|e| e.to_string())
     }
 
-    fn publish(&mut self, cfg: ClusterConfig) {
+    async fn publish(&mut self, cfg: ClusterConfig) {
         if let Some(local_addr) = self.local_addr
-            && crate::host::points_at(&cfg.dcos_url, local_addr)
+            && crate::host::resolves_to_self(&cfg.dcos_url, local_addr).await
         {
             return self.problem_text(super::loop_message(&cfg, local_addr));
         }

@@ -14,6 +14,7 @@
 //! [`ClientOptions`] of the connection pool.
 
 pub mod command;
+pub mod idle;
 pub mod origin;
 pub mod route;
 pub(crate) mod tls;
@@ -32,6 +33,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+pub use self::idle::{BodyIdle, IdleBody};
 pub use self::origin::MasterOrigin;
 use self::route::RouteConnector;
 pub use self::route::{Route, RouteOptions};
@@ -45,10 +47,10 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long to wait for a TCP connection to the master before answering 502.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The request body sent to the master: the client's body (`B`, hyper's [`Incoming`] in
-/// the proxy) streamed as it arrives, or (when the request may be replayed after a 401)
-/// the same bytes held in memory.
-pub type RequestBody<B = Incoming> = Either<Full<Bytes>, B>;
+/// The request body sent to the master: the client's body (`B`: hyper's [`Incoming`]
+/// under an idle limit, [`IdleBody`], in the proxy) streamed as it arrives, or (when the
+/// request may be replayed after a 401) the same bytes held in memory.
+pub type RequestBody<B = IdleBody<Incoming>> = Either<Full<Bytes>, B>;
 
 /// The pooled client type used for every upstream request.
 pub type HttpsClient = Client<HttpsConnector<RouteConnector>, RequestBody>;

@@ -94,6 +94,8 @@ struct State {
     release: Notify,
     /// Sizes of request-body chunks as `/exec-input` receives them.
     chunks: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
+    /// `/exec-input` bodies that ended in an error (the proxy abandoned the request).
+    inputs_aborted: std::sync::atomic::AtomicUsize,
     /// The login endpoint's account, when enabled ([`FakeMaster::enable_login`]).
     login: Mutex<Option<LoginAccount>>,
     /// Every login attempt, in order.
@@ -317,6 +319,26 @@ impl FakeMaster {
     }
 
     /// Receive each `/exec-input` request-body chunk as the master reads it.
+    /// How many `/exec-input` request bodies ended in an error rather than their end.
+    pub fn inputs_aborted(&self) -> usize {
+        self.state
+            .inputs_aborted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wait until at least `n` `/exec-input` bodies were abandoned.
+    pub async fn wait_inputs_aborted(&self, n: usize) {
+        loop {
+            let notified = self.state.arrived.notified();
+            if self.inputs_aborted() >= n {
+                return;
+            }
+            tokio::time::timeout(Duration::from_secs(10), notified)
+                .await
+                .expect("the abandoned uploads did not end at the master within 10 s");
+        }
+    }
+
     pub fn chunk_events(&self) -> mpsc::UnboundedReceiver<Bytes> {
         let (tx, rx) = mpsc::unbounded_channel();
         *self.state.chunks.lock().unwrap() = Some(tx);
@@ -455,7 +477,14 @@ async fn master_route(
             let tx = state.chunks.lock().unwrap().clone();
             let mut body = req.into_body();
             let mut total = 0usize;
-            while let Some(Ok(frame)) = body.frame().await {
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    state
+                        .inputs_aborted
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    state.arrived.notify_waiters();
+                    break;
+                };
                 if let Ok(data) = frame.into_data() {
                     total += data.len();
                     if let Some(tx) = &tx {
@@ -819,6 +848,34 @@ impl Drop for RunningProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Settings as the command line `args` (and environment `env`) would give them, on
+/// `127.0.0.1:0`.
+pub fn settings_with(args: &[&str], env: &[(&str, &str)]) -> Settings {
+    let mut full = vec!["dcos-token-proxy", "--listen", "127.0.0.1:0"];
+    full.extend_from_slice(args);
+    let cli = <dcos_token_proxy::cli::Cli as clap::Parser>::try_parse_from(full)
+        .expect("valid test flags");
+    let mut s = Settings::resolve(
+        &cli,
+        &dcos_token_proxy::settings::FileSettings::default(),
+        &dcos_token_proxy::env::Env::from_pairs(env.iter().copied()),
+    )
+    .expect("valid test settings");
+    s.shutdown_grace = Duration::from_secs(5);
+    s
+}
+
+/// A fake master and a proxy in front of it started with `args` and `env`.
+pub async fn start(args: &[&str], env: &[(&str, &str)]) -> (FakeMaster, RunningProxy) {
+    let master = FakeMaster::start().await;
+    let proxy = start_proxy_with(
+        cluster(&master.url, Some(VALID), SslVerify::System),
+        settings_with(args, env),
+    )
+    .await;
+    (master, proxy)
 }
 
 /// Start the proxy for `cluster` with `settings`.

@@ -200,18 +200,14 @@ fn finish<B>(shared: &Finishing, answered: Answered<B>, client: ClientSide) -> R
             };
             return local(err.to_response());
         };
+        let Some(hold) = shared.tunnels.try_hold() else {
+            // Dropping the master's response closes its switched connection.
+            let err = ProxyError::TooManyTunnels(shared.tunnels.max());
+            tracing::warn!(path = %client.target.path(), "{err}");
+            return local(err.to_response());
+        };
         let master_upgrade = hyper::upgrade::on(&mut resp);
-        let open = shared.tunnels.open();
-        let joined = tunnel(
-            client_upgrade,
-            master_upgrade,
-            shared.tunnels.hold(),
-            client.target,
-        );
-        tokio::spawn(async move {
-            joined.await;
-            drop(open);
-        });
+        tokio::spawn(tunnel(client_upgrade, master_upgrade, hold, client.target));
     }
 
     let (mut parts, body) = resp.into_parts();

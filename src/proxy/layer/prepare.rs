@@ -18,7 +18,6 @@
 //! first is a small state machine, not a boxed future.
 
 use std::convert::Infallible;
-use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -87,7 +86,7 @@ impl<S, B, RB> Service<Routed<B>> for PrepareService<S>
 where
     S: Service<Prepared<B>, Response = Response<Answer<RB>>, Error = Infallible> + Clone,
     B: Body<Data = Bytes>,
-    B::Error: Display,
+    B::Error: Into<crate::proxy::body::BoxError>,
 {
     type Response = Response<Answer<RB>>;
     type Error = Infallible;
@@ -254,7 +253,7 @@ impl<S, B, RB> Future for PrepareFuture<S, B, Response<Answer<RB>>>
 where
     S: Service<Prepared<B>, Response = Response<Answer<RB>>, Error = Infallible>,
     B: Body<Data = Bytes>,
-    B::Error: Display,
+    B::Error: Into<crate::proxy::body::BoxError>,
 {
     type Output = Result<Response<Answer<RB>>, Infallible>;
 
@@ -281,9 +280,15 @@ where
                             });
                             continue;
                         }
-                        Ok(Err(e)) => ProxyError::ClientBody {
-                            cause: e.to_string(),
-                        },
+                        Ok(Err(e)) => {
+                            let e: crate::proxy::body::BoxError = e.into();
+                            match crate::upstream::idle::body_idle(&*e) {
+                                Some(idle) => ProxyError::BodyIdle(idle),
+                                None => ProxyError::ClientBody {
+                                    cause: e.to_string(),
+                                },
+                            }
+                        }
                         Err(_) => ProxyError::BodyTimeout(rest.timeout),
                     };
                     tracing::debug!(path = %rest.client.target.path(), "{err}");

@@ -1,0 +1,187 @@
+//! Connection helpers for `scripts/bench`, the one-command comparison with nginx and
+//! HAProxy. Plain blocking sockets on loopback; nothing here is part of the proxy.
+//!
+//! - `free-port`: print a TCP port on 127.0.0.1 that was free a moment ago.
+//! - `hold ADDR N PATH [AUTHORIZATION]`: open `N` keep-alive connections to `ADDR`, send
+//!   one `GET PATH` on each and read its response, then keep them all open, idle, until
+//!   standard input closes. Prints `holding OK N` once all are open (OK = the number that
+//!   got a 200).
+//! - `startup RUNS PATH -- CMD ARGS...`: start `CMD` `RUNS` times (the text `{port}` in
+//!   `ARGS` becomes a free port) and time each start until `GET PATH` on that port is
+//!   answered with 200. Prints `startup_ms MIN MEDIAN MAX`.
+
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `startup` waits for one start before giving up.
+const STARTUP_LIMIT: Duration = Duration::from_secs(10);
+
+/// The pause between two attempts while waiting for a process to serve.
+const POLL_PAUSE: Duration = Duration::from_micros(200);
+
+/// The largest response head `read_response` accepts.
+const MAX_HEAD: usize = 64 * 1024;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("free-port") => free_port().map(|p| println!("{p}")),
+        Some("hold") => hold(&args[1..]),
+        Some("startup") => startup(&args[1..]),
+        _ => Err(
+            "usage: bench_conns free-port | hold ADDR N PATH [AUTHORIZATION] | \
+             startup RUNS PATH -- CMD ARGS..."
+                .into(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_conns: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Send `GET path` on `stream` and read the whole response; returns its status.
+fn get(stream: &mut TcpStream, host: &str, path: &str, auth: Option<&str>) -> Result<u16> {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+    if let Some(auth) = auth {
+        req.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    read_response(stream)
+}
+
+/// Read one response with a `Content-Length` body; returns its status.
+fn read_response(stream: &mut TcpStream) -> Result<u16> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err("response head too large".into());
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err("connection closed before the response head".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..head_end])?;
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .ok_or("no status in the response")?
+        .parse()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .ok_or("the response has no Content-Length")?;
+    let mut left = (head_end + length).saturating_sub(buf.len());
+    while left > 0 {
+        let n = stream.read(&mut chunk[..left.min(4096)])?;
+        if n == 0 {
+            return Err("connection closed inside the response body".into());
+        }
+        left -= n;
+    }
+    Ok(status)
+}
+
+fn hold(args: &[String]) -> Result<()> {
+    let [addr, n, path, rest @ ..] = args else {
+        return Err("usage: hold ADDR N PATH [AUTHORIZATION]".into());
+    };
+    let addr: SocketAddr = addr.parse()?;
+    let n: usize = n.parse()?;
+    let auth = rest.first().map(String::as_str);
+    let host = addr.to_string();
+    let mut open = Vec::with_capacity(n);
+    let mut ok = 0;
+    for _ in 0..n {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        if get(&mut stream, &host, path, auth)? == 200 {
+            ok += 1;
+        }
+        open.push(stream);
+    }
+    println!("holding {ok} {n}");
+    std::io::stdout().flush()?;
+    // Idle until the caller closes our standard input.
+    let mut sink = String::new();
+    while std::io::stdin().lock().read_line(&mut sink)? > 0 {
+        sink.clear();
+    }
+    drop(open);
+    Ok(())
+}
+
+fn startup(args: &[String]) -> Result<()> {
+    let [runs, path, dashes, cmd, cmd_args @ ..] = args else {
+        return Err("usage: startup RUNS PATH -- CMD ARGS...".into());
+    };
+    if dashes != "--" {
+        return Err("startup: expected -- before the command".into());
+    }
+    let runs: usize = runs.parse()?;
+    if runs == 0 {
+        return Err("startup: RUNS must be at least 1".into());
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let host = addr.to_string();
+        let start = Instant::now();
+        let mut child = Command::new(cmd)
+            .args(
+                cmd_args
+                    .iter()
+                    .map(|a| a.replace("{port}", &port.to_string())),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let served = loop {
+            if start.elapsed() > STARTUP_LIMIT {
+                break None;
+            }
+            if let Ok(mut stream) = TcpStream::connect(addr)
+                && matches!(get(&mut stream, &host, path, None), Ok(200))
+            {
+                break Some(start.elapsed());
+            }
+            std::thread::sleep(POLL_PAUSE);
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        times.push(served.ok_or("the command did not serve within 10 s")?);
+    }
+    times.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "startup_ms {:.1} {:.1} {:.1}",
+        ms(times[0]),
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1])
+    );
+    Ok(())
+}
