@@ -519,7 +519,12 @@ impl Tracker {
                     let repeated = kept
                         .as_ref()
                         .is_some_and(|p| p.problem.as_ref() == Some(&problem));
-                    if !repeated {
+                    // The current cluster's problem is logged by its own reload.
+                    let current = matches!(
+                        self.current.as_ref().map(|c| &c.source),
+                        Some(config::ConfigSource::Cluster { id, .. }) if *id == r.id
+                    );
+                    if !repeated && !current {
                         if kept.is_some() {
                             tracing::warn!(cluster = %r.id, "{problem}; requests to this cluster by name keep its last good config until this is fixed");
                         } else {
