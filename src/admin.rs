@@ -313,22 +313,12 @@ pub mod health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
-    use crate::dcos::token::Token;
+    use crate::dcos::config::ClusterConfig;
     use crate::upstream::{ClientOptions, Upstream};
     use base64::Engine;
 
     fn upstream(token: Option<String>) -> Upstream {
-        let cluster = ClusterConfig {
-            origins: Default::default(),
-            source: ConfigSource::EnvOnly,
-            dcos_dir: std::env::temp_dir(),
-            name: None,
-            dcos_url: "http://127.0.0.1:9".parse().unwrap(),
-            token: token.map(|t| Token::new(&t).unwrap()),
-            ssl_verify: SslVerify::System,
-            timeout: None,
-        };
+        let cluster = ClusterConfig::for_test("http://127.0.0.1:9", token.as_deref());
         Upstream::new(&cluster, &ClientOptions::default()).unwrap()
     }
 

@@ -315,7 +315,6 @@ fn answer(waiting: Vec<Reread>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dcos::config::{ConfigSource, SslVerify};
     use std::sync::atomic::AtomicUsize;
 
     #[test]
@@ -394,16 +393,7 @@ mod tests {
     ) {
         let (published, rereads) = Published::new(Snapshot::Waiting("logging in".into()));
         let published = Arc::new(published);
-        let cluster = ClusterConfig {
-            origins: Default::default(),
-            source: ConfigSource::EnvOnly,
-            dcos_dir: std::env::temp_dir(),
-            name: None,
-            dcos_url: "http://127.0.0.1:9".parse().unwrap(),
-            token: None,
-            ssl_verify: SslVerify::System,
-            timeout: None,
-        };
+        let cluster = ClusterConfig::for_test("http://127.0.0.1:9", None);
         let publisher =
             TokenPublisher::new(published.clone(), &cluster, &ClientOptions::default()).unwrap();
         let calls = Arc::new(AtomicUsize::new(0));

@@ -221,7 +221,7 @@ fn watch_dir(path: &Path, tx: mpsc::UnboundedSender<()>) -> notify::Result<Recom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
+    use crate::dcos::config::ClusterConfig;
     use crate::source::Published;
     use crate::upstream::ClientOptions;
     use std::sync::Arc;
@@ -230,16 +230,7 @@ mod tests {
     fn publisher() -> (Arc<Published>, RereadRequests, TokenPublisher) {
         let (published, rereads) = Published::new(Snapshot::Waiting("starting".into()));
         let published = Arc::new(published);
-        let cluster = ClusterConfig {
-            origins: Default::default(),
-            source: ConfigSource::EnvOnly,
-            dcos_dir: std::env::temp_dir(),
-            name: None,
-            dcos_url: "http://127.0.0.1:9".parse().unwrap(),
-            token: None,
-            ssl_verify: SslVerify::System,
-            timeout: None,
-        };
+        let cluster = ClusterConfig::for_test("http://127.0.0.1:9", None);
         let p =
             TokenPublisher::new(published.clone(), &cluster, &ClientOptions::default()).unwrap();
         (published, rereads, p)

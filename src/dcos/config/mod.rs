@@ -140,6 +140,24 @@ pub struct ClusterConfig {
     pub origins: Origins,
 }
 
+#[cfg(test)]
+impl ClusterConfig {
+    /// A config for unit tests: the master at `url`, logged in with `token`, system
+    /// trust store, no file behind it.
+    pub(crate) fn for_test(url: &str, token: Option<&str>) -> Self {
+        Self {
+            origins: Default::default(),
+            source: ConfigSource::EnvOnly,
+            dcos_dir: std::env::temp_dir(),
+            name: None,
+            dcos_url: url.parse().expect("a test URL"),
+            token: token.map(|t| Token::new(t).expect("a test token")),
+            ssl_verify: SslVerify::System,
+            timeout: None,
+        }
+    }
+}
+
 /// Where a [`ClusterConfig`]'s values came from. Empty for a config built in code.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origins {
