@@ -7,42 +7,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{FakeMaster, VALID, cluster, raw_exchange, settings_with, start};
+use common::{
+    FakeMaster, VALID, assert_refused, cluster, raw, raw_body, raw_exchange, settings_with, start,
+};
 use dcos_token_proxy::dcos::config::SslVerify;
 use dcos_token_proxy::settings::ENV_PATH_SECRET;
 
 const SECRET: &str = "hardening-secret-0123456789abcdef";
-
-/// Send `head` (a request head without its final blank line; `Connection: close` is
-/// added) and return the status code and the whole answer.
-async fn raw(addr: SocketAddr, head: &str) -> (u16, String) {
-    let req = format!("{head}\r\nConnection: close\r\n\r\n");
-    let answer = raw_exchange(addr, req.as_bytes()).await;
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
-    (status, answer)
-}
-
-/// The body of a raw answer.
-fn body_of(answer: &str) -> &str {
-    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
-/// Assert a refusal: the status, the body names `needle`, and the master saw nothing.
-fn assert_refused(master: &FakeMaster, (status, answer): &(u16, String), want: u16, needle: &str) {
-    assert_eq!(*status, want, "{answer}");
-    let body = body_of(answer);
-    assert!(body.starts_with("dcos-token-proxy: "), "{answer}");
-    assert!(body.contains(needle), "{needle:?} not in {answer}");
-    assert!(
-        master.seen().is_empty(),
-        "the master saw a refused request: {:?}",
-        master.seen()
-    );
-}
 
 // ---------------------------------------------------------------------------------------
 // Finding 3: encoded control characters
@@ -321,7 +292,11 @@ async fn finding_10_a_request_carrying_our_own_via_marker_gets_508() {
         )
         .await;
         assert_eq!(answer.0, 508, "{}", answer.1);
-        assert!(body_of(&answer.1).contains("loop detected"), "{}", answer.1);
+        assert!(
+            raw_body(&answer.1).contains("loop detected"),
+            "{}",
+            answer.1
+        );
         assert_eq!(master.count(), 1, "nothing more forwarded");
     }
 }
