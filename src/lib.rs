@@ -31,6 +31,7 @@ pub(crate) mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+mod send_timeout;
 pub mod server;
 pub mod settings;
 pub mod source;
@@ -383,6 +384,8 @@ impl Proxy {
             max_connections: self.settings.max_connections,
             grace: self.settings.shutdown_grace,
             body_idle_timeout: self.settings.body_idle_timeout,
+            body_min_rate: self.settings.body_min_rate,
+            send_timeout: self.settings.send_timeout,
             max_tunnels: self.settings.max_tunnels,
             tunnel_idle_timeout: self.settings.tunnel_idle_timeout,
         };

@@ -521,6 +521,8 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
     assert!(closed.is_ok(), "the idle connection was not closed");
 }
 
+/// A connection past the limit waits (in the waiting room, up to a second) and is served
+/// once a slot frees; `tests/hardening.rs` covers the 503 when none frees in time.
 #[tokio::test]
 async fn connections_beyond_max_connections_wait_for_a_free_slot() {
     let (_master, proxy) = start(&["--max-connections", "1"], &[]).await;

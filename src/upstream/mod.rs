@@ -33,7 +33,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use self::idle::{BodyIdle, IdleBody};
+pub use self::idle::{BodyCut, IdleBody};
 pub use self::origin::MasterOrigin;
 use self::route::RouteConnector;
 pub use self::route::{Route, RouteOptions};
