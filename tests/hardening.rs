@@ -568,6 +568,25 @@ async fn finding_02_an_exec_input_stream_is_exempt_from_the_rate_while_tunnel_sl
     assert_eq!(master.inputs_aborted(), 1);
 }
 
+/// The master answers an input stream (`dcos task exec`) or an upload only once the
+/// whole body is in, so the response timeout counts from the end of the body: a stream
+/// that lasts longer than the timeout gets the master's answer, not 504. A master that
+/// stays silent after the body has ended still gets the 504.
+#[tokio::test]
+async fn an_input_stream_longer_than_the_response_timeout_gets_the_masters_answer() {
+    let (master, proxy) = start(&["--response-timeout", "1s"], &[]).await;
+    let exec = "POST /exec-input HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+                Content-Type: application/recordio\r\n\r\n";
+    // 25 records, one every 100 ms: 2.5 s, more than twice the response timeout.
+    let answer = trickle(proxy.addr, exec, b"1\r\nk\r\n", 25).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(master.inputs_aborted(), 0);
+    // A body that has ended, then silence: 504 naming the setting.
+    let slow = "POST /slow HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let answer = trickle(proxy.addr, slow, b"1\r\nk\r\n", 2).await;
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+}
+
 /// With every connection slot held by stalled uploads, a new client is answered at once
 /// (503, `Retry-After`, naming the limit) instead of waiting unanswered in the backlog;
 /// once a slot frees, requests are served again.

@@ -24,6 +24,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -62,6 +63,23 @@ pub enum BodyCut {
 /// What an exempt body holds for as long as it lives (a tunnel slot).
 pub type Hold = Box<dyn std::any::Any + Send + Sync>;
 
+/// When a streamed request body was sent in full, shared with the response timeout:
+/// the master's answer is only due once the whole request is in (an exec input stream
+/// or a long upload is answered at its end), so the response timeout counts from then.
+#[derive(Debug, Clone, Default)]
+pub struct BodySent(Arc<OnceLock<Instant>>);
+
+impl BodySent {
+    /// When the body ended, if it has.
+    pub fn at(&self) -> Option<Instant> {
+        self.0.get().copied()
+    }
+
+    fn mark(&self) {
+        let _ = self.0.set(Instant::now());
+    }
+}
+
 pin_project! {
     /// A request body that fails with [`BodyCut`] when it stalls or trickles.
     pub struct IdleBody<B> {
@@ -78,6 +96,7 @@ pin_project! {
         min_rate: u64,
         received: u64,
         hold: Option<Hold>,
+        sent: Option<BodySent>,
     }
 }
 
@@ -106,7 +125,20 @@ impl<B> IdleBody<B> {
             min_rate,
             received: 0,
             hold: None,
+            sent: None,
         }
+    }
+
+    /// The handle that tells when this body has been sent in full.
+    pub fn sent(&mut self) -> BodySent
+    where
+        B: Body,
+    {
+        let sent = self.sent.get_or_insert_with(BodySent::default).clone();
+        if self.inner.is_end_stream() {
+            sent.mark();
+        }
+        sent
     }
 
     /// No rate limit for this body (the idle limit stays), for as long as it keeps
@@ -135,9 +167,9 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         let timeout = *this.timeout;
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
                 let now = Instant::now();
                 let started = *this.started.get_or_insert(now);
@@ -156,6 +188,11 @@ where
                             }))));
                         }
                     }
+                }
+                if let Some(sent) = this.sent.as_ref()
+                    && (frame.is_none() || this.inner.is_end_stream())
+                {
+                    sent.mark();
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
