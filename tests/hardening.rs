@@ -665,6 +665,139 @@ async fn finding_02_a_client_that_stops_reading_is_closed_after_the_send_timeout
 }
 
 // ---------------------------------------------------------------------------------------
+// Finding 2, variants an outside attack run tries
+// ---------------------------------------------------------------------------------------
+
+/// Bytes that hyper's chunked decoder reads without yielding a body frame (a chunk
+/// extension, a trailer), trickled: the body yields nothing, so it is idle and gets 408
+/// at the body idle timeout; the master's side is abandoned.
+#[tokio::test]
+async fn finding_02_variant_trickled_chunk_extensions_and_trailers_are_cut_with_408() {
+    let (master, proxy) = start(&["--body-idle-timeout", "1s"], &[]).await;
+    let chunked =
+        "POST /exec-input HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let extension = format!("{chunked}1\r\nx\r\n1;name=");
+    let trailer = format!("{chunked}1\r\nx\r\n0\r\nX-Trailer: ");
+    let (a, b) = tokio::join!(
+        trickle(proxy.addr, &extension, b"a", 100_000),
+        trickle(proxy.addr, &trailer, b"a", 100_000),
+    );
+    for answer in [a, b] {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    master.wait_inputs_aborted(2).await;
+}
+
+/// Try fresh requests until one gets 200; each must be answered (503 while every slot
+/// is held) and the slots must come free before `within`.
+async fn until_served(addr: SocketAddr, within: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, answer) = tokio::time::timeout(
+            Duration::from_secs(5),
+            raw(addr, "GET /fresh HTTP/1.1\r\nHost: localhost"),
+        )
+        .await
+        .expect("every try is answered");
+        if status == 200 {
+            return;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} still hold every slot"
+        );
+    }
+}
+
+/// Headers trickled a byte every 100 ms into every slot: hyper's header read timeout is
+/// not extended by the trickle, so the slots come free, and every fresh request is
+/// answered meanwhile.
+#[tokio::test]
+async fn finding_02_variant_trickled_headers_cannot_keep_the_slots() {
+    use tokio::io::AsyncWriteExt;
+    let (_master, proxy) = start(
+        &["--max-connections", "2", "--header-read-timeout", "1s"],
+        &[],
+    )
+    .await;
+    let mut trickling = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET /fresh HTTP/1.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        trickling.push(tokio::spawn(async move {
+            // Until the proxy closes the connection (bounded: 20 s of trickle).
+            for _ in 0..200 {
+                if s.write_all(b"a").await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }));
+    }
+    until_served(proxy.addr, Duration::from_secs(15), "trickled headers").await;
+    for t in trickling {
+        assert!(t.await.unwrap(), "a trickled head was never cut");
+    }
+}
+
+/// Every slot held by idle keep-alive connections (one request served, then nothing):
+/// a fresh request is answered at once, and the idle ones are closed at the header
+/// read timeout, which frees their slots.
+#[tokio::test]
+async fn finding_02_variant_idle_keep_alive_connections_cannot_keep_the_slots() {
+    use tokio::io::AsyncWriteExt;
+    let (_master, proxy) = start(
+        &["--max-connections", "2", "--header-read-timeout", "1s"],
+        &[],
+    )
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET /fresh HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let head = common::read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        idle.push(s);
+    }
+    until_served(proxy.addr, Duration::from_secs(15), "idle keep-alives").await;
+    drop(idle);
+}
+
+/// A slow reader: a large download read one byte every 100 ms. The client reads, but
+/// too little for the kernel to reopen its receive window, so the proxy's writes stall
+/// and the send timeout closes the connection; the only slot comes free.
+#[tokio::test]
+async fn finding_02_variant_a_client_reading_a_byte_at_a_time_is_closed_by_the_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_master, proxy) = start(&["--max-connections", "1", "--send-timeout", "1s"], &[]).await;
+    let mut reader = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    reader
+        .write_all(b"GET /download?bytes=4000000000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let head = common::read_head(&mut reader).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let reading = tokio::spawn(async move {
+        let mut byte = [0u8; 1];
+        // Bounded: 30 s of reading.
+        for _ in 0..300 {
+            if !matches!(reader.read(&mut byte).await, Ok(1)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    until_served(proxy.addr, Duration::from_secs(15), "a slow reader").await;
+    reading.abort();
+}
+
+// ---------------------------------------------------------------------------------------
 // Finding 1: tunnels and file descriptors
 // ---------------------------------------------------------------------------------------
 
