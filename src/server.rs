@@ -234,38 +234,28 @@ async fn accept_loop(
     let mut accept_failing = false;
 
     loop {
-        // A slot, else a place in the waiting room; with both full, wait for either
-        // (the kernel's backlog holds the new connections meanwhile).
-        let ticket = match slots.clone().try_acquire_owned() {
-            Ok(p) => {
-                at_limit = false;
-                Ticket::Slot(p)
+        // With every slot and every waiting-room place taken, leave new connections in
+        // the kernel's backlog until one frees. Nothing is held while waiting in
+        // `accept`: an accept loop that held a slot there (one per serving thread) would
+        // keep it from the connections the other threads accept, which would be turned
+        // away with a slot idle.
+        if slots.available_permits() == 0 && waiting_room.available_permits() == 0 {
+            if !at_limit {
+                at_limit = true;
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "connection limit reached; a new connection waits up to {} ms for \
+                     a slot, then gets 503 (raise max_connections / --max-connections \
+                     if this load is expected)",
+                    WAITING_ROOM_WAIT.as_millis()
+                );
             }
-            Err(_) => {
-                if !at_limit {
-                    at_limit = true;
-                    tracing::warn!(
-                        max_connections = limits.max_connections,
-                        "connection limit reached; a new connection waits up to {} ms for                          a slot, then gets 503 (raise max_connections / --max-connections                          if this load is expected)",
-                        WAITING_ROOM_WAIT.as_millis()
-                    );
-                }
-                match waiting_room.clone().try_acquire_owned() {
-                    Ok(w) => Ticket::Waiting(w),
-                    Err(_) => tokio::select! {
-                        p = slots.clone().acquire_owned() => match p {
-                            Ok(p) => Ticket::Slot(p),
-                            Err(_) => break,
-                        },
-                        w = waiting_room.clone().acquire_owned() => match w {
-                            Ok(w) => Ticket::Waiting(w),
-                            Err(_) => break,
-                        },
-                        () = &mut shutdown => break,
-                    },
-                }
+            tokio::select! {
+                p = slots.acquire() => if p.is_err() { break },
+                w = waiting_room.acquire() => if w.is_err() { break },
+                () = &mut shutdown => break,
             }
-        };
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => {
@@ -295,12 +285,28 @@ async fn accept_loop(
             },
             () = &mut shutdown => break,
         };
-        match ticket {
-            Ticket::Slot(permit) => serving.clone().spawn(stream, peer, permit),
-            Ticket::Waiting(place) => {
+        // A slot, else a place in the waiting room, else (another thread took the last
+        // one since the check above) an answer at once.
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            at_limit = false;
+            serving.clone().spawn(stream, peer, permit);
+            continue;
+        }
+        if !at_limit {
+            at_limit = true;
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "connection limit reached; a new connection waits up to {} ms for a slot, \
+                 then gets 503 (raise max_connections / --max-connections if this load is \
+                 expected)",
+                WAITING_ROOM_WAIT.as_millis()
+            );
+        }
+        let max = limits.max_connections;
+        match waiting_room.clone().try_acquire_owned() {
+            Ok(place) => {
                 let serving = serving.clone();
                 let slots = slots.clone();
-                let max = limits.max_connections;
                 tokio::spawn(async move {
                     let _place = place;
                     match tokio::time::timeout(WAITING_ROOM_WAIT, slots.acquire_owned()).await {
@@ -308,6 +314,9 @@ async fn accept_loop(
                         _ => turn_away(stream, max).await,
                     }
                 });
+            }
+            Err(_) => {
+                tokio::spawn(turn_away(stream, max));
             }
         }
     }
@@ -325,14 +334,6 @@ pub const WAITING_ROOM_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest a turned-away connection may take to receive its 503.
 const TURN_AWAY_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// What the accept loop holds for the next connection.
-enum Ticket {
-    /// A connection slot: serve it.
-    Slot(OwnedSemaphorePermit),
-    /// A place in the waiting room: wait for a slot, or answer 503.
-    Waiting(OwnedSemaphorePermit),
-}
 
 /// Everything needed to serve one accepted connection, shared by the accept loop and the
 /// waiting room.

@@ -668,6 +668,19 @@ async fn finding_02_a_client_that_stops_reading_is_closed_after_the_send_timeout
 // Finding 2, variants an outside attack run tries
 // ---------------------------------------------------------------------------------------
 
+/// With several serving threads, an accept loop that waits for a connection holds no
+/// connection slot: with `max_connections = 1` and two threads, requests made one after
+/// another are each served (200), never turned away by a slot that an idle accept loop
+/// on the other thread was sitting on.
+#[tokio::test]
+async fn finding_02_variant_an_idle_accept_loop_holds_no_slot() {
+    let (_master, proxy) = start(&["--max-connections", "1", "--worker-threads", "2"], &[]).await;
+    for i in 0..8 {
+        let (status, answer) = raw(proxy.addr, "GET /fresh HTTP/1.1\r\nHost: localhost").await;
+        assert_eq!(status, 200, "request {i}: {answer}");
+    }
+}
+
 /// Bytes that hyper's chunked decoder reads without yielding a body frame (a chunk
 /// extension, a trailer), trickled: the body yields nothing, so it is idle and gets 408
 /// at the body idle timeout; the master's side is abandoned.
