@@ -342,7 +342,8 @@ pub struct Cli {
     ///
     /// The deadline is the body idle timeout after the first read, plus one second per
     /// this many bytes; a body behind it gets 408. 0 turns the limit off. `dcos task exec`
-    /// input streams are exempt while tunnel slots (--max-tunnels) last.
+    /// input streams (to /agent/<id>/api/v1) are exempt while tunnel slots (--max-tunnels)
+    /// last; past them they get 503.
     #[arg(long, value_name = "BYTES", env = "DCOS_TOKEN_PROXY_BODY_MIN_RATE",
           help_heading = HEADING_TIMEOUTS, hide_env = true, hide_short_help = true)]
     pub body_min_rate: Option<u64>,

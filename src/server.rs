@@ -10,7 +10,8 @@
 //!   (which is not a head-size limit) is set to [`HYPER_BUF_FACTOR`] times that, so that
 //!   it never cuts a head the scan would have let through;
 //! - request bodies with an idle timeout and a minimum rate ([`IdleBody`]; `dcos task
-//!   exec` input streams are exempt from the rate while they hold a tunnel slot), and
+//!   exec` input streams are exempt from the rate while they hold a tunnel slot, and get
+//!   503 when none is free), and
 //!   writes to a client that stopped reading with a send timeout ([`SendTimeout`]), so
 //!   that no client holds a slot by being slow;
 //! - a maximum number of connections served at once: with every slot taken, a new
@@ -63,7 +64,7 @@ use crate::proxy::stack::Stack;
 use crate::proxy::upgrade::Tunnels;
 use crate::send_timeout::SendTimeout;
 use crate::upstream::IdleBody;
-use crate::upstream::idle::is_input_stream;
+use crate::upstream::idle::{InputStreamsFull, is_input_stream};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -446,14 +447,19 @@ struct BodyLimits {
 
 impl BodyLimits {
     /// `body` under these limits. An input stream (`dcos task exec`) is exempt from the
-    /// rate while it holds a tunnel slot; with every slot taken it gets the rate too.
-    fn apply(&self, headers: &http::HeaderMap, body: Incoming) -> IdleBody<Incoming> {
+    /// rate while it holds a tunnel slot; with every slot taken, the request is marked
+    /// [`InputStreamsFull`] (answered 503 naming `max_tunnels`).
+    fn apply(&self, parts: &mut http::request::Parts, body: Incoming) -> IdleBody<Incoming> {
         let body = IdleBody::new(body, self.idle_timeout, self.min_rate);
-        if self.min_rate > 0
-            && is_input_stream(headers)
-            && let Some(hold) = self.tunnels.try_hold()
-        {
-            return body.exempt(Box::new(hold));
+        if self.min_rate > 0 && is_input_stream(parts.uri.path(), &parts.headers) {
+            match self.tunnels.try_hold() {
+                Some(hold) => return body.exempt(Box::new(hold)),
+                None => {
+                    parts
+                        .extensions
+                        .insert(InputStreamsFull(self.tunnels.max()));
+                }
+            }
         }
         body
     }
@@ -493,8 +499,8 @@ where
         if self.findings.oversized(index) {
             req.extensions_mut().insert(OversizedHead);
         }
-        let (parts, body) = req.into_parts();
-        let body = self.bodies.apply(&parts.headers, body);
+        let (mut parts, body) = req.into_parts();
+        let body = self.bodies.apply(&mut parts, body);
         let req = Request::from_parts(parts, body);
         let mut stack = self.stack.borrow_mut();
         // Every layer is always ready (none applies back-pressure), so one poll answers.

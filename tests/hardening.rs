@@ -534,12 +534,16 @@ async fn finding_02_a_body_trickling_a_byte_at_a_time_falls_behind_the_minimum_r
     master.wait_inputs_aborted(2).await;
 }
 
-/// `dcos task exec`'s input stream (chunked `application/recordio`, keystrokes and
-/// heartbeats) keeps no rate: it is exempt while it holds a tunnel slot, so it lives past
-/// the rate deadline and ends with the master's answer. A second one, with the only
-/// tunnel slot taken, is cut like any trickle: the shape alone buys nothing.
+/// `dcos task exec`'s input stream (chunked `application/recordio` to an agent's
+/// `/agent/<id>/api/v1`, keystrokes and heartbeats) keeps no rate: it is exempt while it
+/// holds a tunnel slot, so it lives past the rate deadline and ends with the master's
+/// answer, while the other slots fill and a fresh request is still answered. A second
+/// one (`/slave/<id>/api/v1`), with the only tunnel slot taken, is answered 503 naming
+/// `max_tunnels` at once; the same body on another path is cut like any trickle: the
+/// shape alone buys nothing.
 #[tokio::test]
 async fn finding_02_an_exec_input_stream_is_exempt_from_the_rate_while_tunnel_slots_last() {
+    use tokio::io::AsyncWriteExt;
     let (master, proxy) = start(
         &[
             "--body-idle-timeout",
@@ -548,24 +552,78 @@ async fn finding_02_an_exec_input_stream_is_exempt_from_the_rate_while_tunnel_sl
             "100",
             "--max-tunnels",
             "1",
+            "--max-connections",
+            "3",
         ],
         &[],
     )
     .await;
-    let exec = "POST /exec-input HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
-                Content-Type: application/recordio\r\nMessage-Content-Type: application/json\r\n\r\n";
+    let exec = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\nContent-Type: application/recordio\r\n\
+             Message-Content-Type: application/json\r\n\r\n"
+        )
+    };
     let mut chunks = master.chunk_events();
-    // 30 one-byte records over 3 s: 10 bytes/s, three times past the rate deadline.
-    let first = tokio::spawn(trickle(proxy.addr, exec, b"1\r\nk\r\n", 30));
+    // 60 one-byte records over 6 s: 10 bytes/s, five times past the rate deadline.
+    let first = tokio::spawn({
+        let head = exec("/agent/a1-S0/api/v1");
+        async move { trickle(proxy.addr, &head, b"1\r\nk\r\n", 60).await }
+    });
     chunks
         .recv()
         .await
         .expect("the first stream reached the master");
-    let second = trickle(proxy.addr, exec, b"1\r\nk\r\n", 100_000).await;
-    assert!(second.starts_with("HTTP/1.1 408"), "{second}");
+    let second = {
+        use tokio::io::AsyncReadExt;
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let head = exec("/slave/a1-S0/api/v1");
+        s.write_all(format!("{head}1\r\nk\r\n").as_bytes())
+            .await
+            .unwrap();
+        // Answered and closed (`Connection: close`) without waiting for more of the body.
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+            .await
+            .expect("answered at once")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    assert!(second.starts_with("HTTP/1.1 503"), "{second}");
+    assert!(raw_body(&second).contains("max_tunnels"), "{second}");
+    let elsewhere = trickle(proxy.addr, &exec("/exec-input"), b"1\r\nk\r\n", 100_000).await;
+    assert!(elsewhere.starts_with("HTTP/1.1 408"), "{elsewhere}");
+    // The two other slots taken by stalled uploads: a fresh request is still answered.
+    let seen = master.count();
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nx")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    master.wait_count(seen + 2).await;
+    // 503 from the waiting room, or 200 once a stalled upload is cut (1 s idle).
+    let (status, answer) = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw(proxy.addr, "GET /fresh HTTP/1.1\r\nHost: localhost"),
+    )
+    .await
+    .expect("a fresh request is answered while every slot is taken");
+    assert!(
+        status == 200 || (status == 503 && raw_body(&answer).contains("max_connections")),
+        "{answer}"
+    );
     let first = first.await.unwrap();
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    assert_eq!(master.inputs_aborted(), 1);
+    assert_eq!(
+        master.inputs_aborted(),
+        1,
+        "only the stream on another path"
+    );
+    drop(stalled);
 }
 
 /// The master answers an input stream (`dcos task exec`) or an upload only once the

@@ -60,6 +60,12 @@ pub enum ProxyError {
          limit (--max-tunnels); close some, or raise the limit"
     )]
     TooManyTunnels(usize),
+    /// A `dcos task exec` input stream found every tunnel slot taken (`max_tunnels`).
+    #[error(
+        "too many open input streams and tunnels (dcos task exec, WebSocket connections): \
+         {0} are open, the max_tunnels limit (--max-tunnels); close some, or raise the limit"
+    )]
+    TooManyInputStreams(usize),
     /// No DC/OS cluster is set up yet; the message says how to set one up.
     #[error("no DC/OS cluster to forward to yet: {0}")]
     Unconfigured(std::sync::Arc<str>),
@@ -76,7 +82,9 @@ impl ProxyError {
             Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) | Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
             Self::BodyTimeout(_) | Self::BodyCut(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::Unconfigured(_) | Self::TooManyTunnels(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unconfigured(_) | Self::TooManyTunnels(_) | Self::TooManyInputStreams(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UnknownCluster(_) => StatusCode::NOT_FOUND,
         }
     }
@@ -92,6 +100,7 @@ impl ProxyError {
             | Self::BodyTimeout(_)
             | Self::BodyCut(_)
             | Self::TooManyTunnels(_)
+            | Self::TooManyInputStreams(_)
             | Self::UnknownCluster(_) => ErrorKind::Client,
             Self::Unconfigured(_) => ErrorKind::Unconfigured,
         }

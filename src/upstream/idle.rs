@@ -227,12 +227,13 @@ where
     }
 }
 
-/// Whether a request with `headers` is a long-lived input stream, the shape of
-/// `dcos task exec`'s `ATTACH_CONTAINER_INPUT` (reference §8): a chunked body (no
-/// `Content-Length`) of `application/recordio` records. Such a body may be exempted from
-/// the rate limit; anyone can send this shape, so the exemption is bounded by the
-/// tunnel slots it holds.
-pub fn is_input_stream(headers: &http::HeaderMap) -> bool {
+/// Whether a request to `path` with `headers` is a long-lived input stream, the shape
+/// of `dcos task exec`'s `ATTACH_CONTAINER_INPUT` (reference §8): a chunked body (no
+/// `Content-Length`) of `application/recordio` records sent to an agent's operator API,
+/// `/agent/<id>/api/v1` (or the older `/slave/<id>/api/v1`; `path` may carry a prefix,
+/// such as a path secret, before it). Such a body may be exempted from the rate limit;
+/// anyone can send this shape, so the exemption is bounded by the tunnel slots it holds.
+pub fn is_input_stream(path: &str, headers: &http::HeaderMap) -> bool {
     let chunked = headers
         .get_all(http::header::TRANSFER_ENCODING)
         .iter()
@@ -241,8 +242,25 @@ pub fn is_input_stream(headers: &http::HeaderMap) -> bool {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.as_bytes().get(..RECORDIO.len()))
         .is_some_and(|t| t.eq_ignore_ascii_case(RECORDIO.as_bytes()));
-    chunked && recordio && !headers.contains_key(http::header::CONTENT_LENGTH)
+    chunked && recordio && !headers.contains_key(http::header::CONTENT_LENGTH) && is_agent_api(path)
 }
+
+/// Whether `path` ends in `/agent/<id>/api/v1` or `/slave/<id>/api/v1` (one trailing
+/// `/` allowed), the Mesos agent operator API as Admin Router exposes it.
+fn is_agent_api(path: &str) -> bool {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let mut back = path.rsplit('/');
+    matches!(
+        (back.next(), back.next(), back.next(), back.next()),
+        (Some("v1"), Some("api"), Some(id), Some("agent" | "slave")) if !id.is_empty()
+    )
+}
+
+/// Set on a request that has the shape of an input stream ([`is_input_stream`]) when
+/// every tunnel slot is taken: it is answered 503 naming `max_tunnels` rather than
+/// forwarded (it could only be cut later for falling behind the rate). Holds the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputStreamsFull(pub usize);
 
 /// The content type of Mesos' streamed API calls.
 const RECORDIO: &str = "application/recordio";
@@ -343,7 +361,7 @@ mod tests {
     }
 
     #[test]
-    fn only_chunked_recordio_bodies_are_input_streams() {
+    fn only_chunked_recordio_bodies_to_the_agent_api_are_input_streams() {
         let headers = |pairs: &[(&str, &str)]| {
             let mut h = http::HeaderMap::new();
             for (k, v) in pairs {
@@ -354,32 +372,64 @@ mod tests {
             }
             h
         };
+        const AGENT: &str = "/agent/a1-S0/api/v1";
         let exec = [
             ("transfer-encoding", "chunked"),
             ("content-type", "application/recordio"),
             ("message-content-type", "application/json"),
         ];
-        assert!(is_input_stream(&headers(&exec)));
-        assert!(is_input_stream(&headers(&[
-            ("transfer-encoding", "Chunked"),
-            ("content-type", "Application/RecordIO; charset=x"),
-        ])));
-        assert!(!is_input_stream(&headers(&[(
-            "transfer-encoding",
-            "chunked"
-        )])));
-        assert!(!is_input_stream(&headers(&[
-            ("content-length", "10"),
-            ("content-type", "application/recordio"),
-        ])));
-        assert!(!is_input_stream(&headers(&[
-            ("transfer-encoding", "chunked"),
-            ("content-type", "application/json"),
-        ])));
-        assert!(!is_input_stream(&headers(&[
-            ("transfer-encoding", "gzip"),
-            ("content-type", "application/recordio"),
-        ])));
+        assert!(is_input_stream(AGENT, &headers(&exec)));
+        assert!(is_input_stream(
+            AGENT,
+            &headers(&[
+                ("transfer-encoding", "Chunked"),
+                ("content-type", "Application/RecordIO; charset=x"),
+            ])
+        ));
+        assert!(!is_input_stream(
+            AGENT,
+            &headers(&[("transfer-encoding", "chunked")])
+        ));
+        assert!(!is_input_stream(
+            AGENT,
+            &headers(&[
+                ("content-length", "10"),
+                ("content-type", "application/recordio"),
+            ])
+        ));
+        assert!(!is_input_stream(
+            AGENT,
+            &headers(&[
+                ("transfer-encoding", "chunked"),
+                ("content-type", "application/json"),
+            ])
+        ));
+        assert!(!is_input_stream(
+            AGENT,
+            &headers(&[
+                ("transfer-encoding", "gzip"),
+                ("content-type", "application/recordio"),
+            ])
+        ));
+        // The agent operator API, under either name and behind a prefix; nothing else.
+        for path in [
+            "/slave/a1-S0/api/v1",
+            "/agent/a1-S0/api/v1/",
+            "/s3cret/agent/a1-S0/api/v1",
+        ] {
+            assert!(is_input_stream(path, &headers(&exec)), "{path}");
+        }
+        for path in [
+            "/exec-input",
+            "/mesos/api/v1",
+            "/agent//api/v1",
+            "/agent/a1/api/v1/x",
+            "/agents/a1/api/v1",
+            "/package/add",
+            "/",
+        ] {
+            assert!(!is_input_stream(path, &headers(&exec)), "{path}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -92,7 +92,7 @@ struct State {
     arrived: Notify,
     /// Released by the test: lets `/sse` send its second event and `/hold` answer.
     release: Notify,
-    /// Sizes of request-body chunks as `/exec-input` receives them.
+    /// Sizes of request-body chunks as `/exec-input` (and `/agent/<id>/api/v1`) receives them.
     chunks: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
     /// `/exec-input` bodies that ended in an error (the proxy abandoned the request).
     inputs_aborted: std::sync::atomic::AtomicUsize,
@@ -429,7 +429,15 @@ async fn master_route(
         return Ok(r);
     }
 
-    let resp = match path.as_str() {
+    // The agent operator API (`dcos task exec`'s input stream) behaves as `/exec-input`.
+    let agent_api =
+        (path.starts_with("/agent/") || path.starts_with("/slave/")) && path.ends_with("/api/v1");
+    let route = if agent_api {
+        "/exec-input"
+    } else {
+        path.as_str()
+    };
+    let resp = match route {
         "/upload" => {
             let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
             let mut n: u64 = 0;

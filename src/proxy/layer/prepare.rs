@@ -40,6 +40,7 @@ use crate::proxy::headers::{
 };
 use crate::types::ClientAuth;
 use crate::upstream::Upstream;
+use crate::upstream::idle::InputStreamsFull;
 
 /// The largest request body held in memory so that the request can be retried after a
 /// 401 with a freshly read token. Larger or unsized bodies are streamed, never held.
@@ -101,6 +102,13 @@ where
             mut request,
             master,
         } = routed;
+        if let Some(full) = request.extensions().get::<InputStreamsFull>() {
+            let err = ProxyError::TooManyInputStreams(full.0);
+            tracing::warn!(path = %request.uri().path(), "{err}");
+            return PrepareFuture::Now {
+                future: OrLocal::local(local(err.to_response())),
+            };
+        }
         let up = master.upstream();
         let upgrade = upgrade_request(request.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
