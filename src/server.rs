@@ -22,6 +22,13 @@
 //!   requests in flight through one service clone (here: one connection's, which has
 //!   one request at a time anyway) and cannot keep a connection from being accepted.
 //!
+//! The binary serves thread-per-core ([`serve_on`]): `worker_threads` threads, each
+//! with its own current-thread runtime and accept loop on a `dup` of the one listening
+//! socket, so a connection and everything it causes (its upstream connections too, see
+//! [`crate::upstream::clients`]) stays on the thread that accepted it. The limits, the
+//! waiting room and the drain signal are shared by the workers. [`serve`] runs the same
+//! accept loop on the caller's runtime (in-process use, the integration tests).
+//!
 //! Each connection gets its own clone of the request path ([`Stack`], built once by the
 //! caller), adapted to hyper by `Connection`, which also tags the request that the
 //! connection's byte scan found a smuggling shape or an oversized head in.
