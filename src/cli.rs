@@ -221,14 +221,6 @@ pub struct Cli {
           help_heading = HEADING_LISTEN, hide_env = true, hide_short_help = true)]
     pub max_tunnels: Option<usize>,
 
-    /// Worker threads serving connections [default: the number of cores]
-    ///
-    /// Each runs its own event loop with its own connections to the master; 1 serves
-    /// everything on one thread.
-    #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_WORKER_THREADS",
-          help_heading = HEADING_LISTEN, hide_env = true, hide_short_help = true)]
-    pub worker_threads: Option<usize>,
-
     /// Host header values accepted, comma-separated
     ///
     /// Exact names or *.domain, each optionally with :PORT; replaces the default

@@ -92,18 +92,6 @@ pub enum StartError {
     /// The admin listener could not be bound.
     #[error(transparent)]
     Admin(#[from] AdminError),
-    /// The worker threads' runtimes could not be made, or the listening socket could not
-    /// be handed to them.
-    #[error(
-        "cannot start {workers} worker threads: {error}; lower worker_threads \
-         (--worker-threads), e.g. to 1"
-    )]
-    Workers {
-        /// How many were asked for.
-        workers: usize,
-        /// The I/O error (part of the message, not repeated as `source()`).
-        error: std::io::Error,
-    },
 }
 
 /// A credential source that runs beside the proxy instead of the config tracker.
@@ -118,7 +106,7 @@ enum Runner {
 /// A bound, ready-to-serve proxy.
 #[derive(Debug)]
 pub struct Proxy {
-    listener: Bound,
+    listener: Listener,
     /// The TCP address actually bound; `None` on a Unix socket.
     local_addr: Option<SocketAddr>,
     /// What the request path is built from when serving starts.
@@ -137,20 +125,6 @@ pub struct Proxy {
     logins: Arc<LoginStats>,
     /// The bound admin listener, with `--admin-listen`.
     admin: Option<Admin>,
-}
-
-/// The listening socket, ready for the caller's runtime or for worker threads.
-#[derive(Debug)]
-enum Bound {
-    /// Registered with the runtime that binds (and serves).
-    Here(Listener),
-    /// Taken off it for worker threads ([`Proxy::on_workers`]), with the Unix socket file
-    /// (removed when serving ends).
-    Workers {
-        workers: server::Workers,
-        shared: listener::SharedListener,
-        socket_file: Option<listener::SocketFile>,
-    },
 }
 
 impl Proxy {
@@ -303,7 +277,7 @@ impl Proxy {
             metrics: metrics.clone(),
         };
         Ok(Self {
-            listener: Bound::Here(listener),
+            listener,
             local_addr,
             stack,
             published,
@@ -330,30 +304,6 @@ impl Proxy {
             self.initial.take(),
         ));
         self
-    }
-
-    /// Serve thread-per-core on `count` worker threads (`worker_threads`), each with its
-    /// own current-thread runtime, accept loop and pooled clients to the master, instead
-    /// of on the runtime that calls [`Proxy::serve`] (which keeps the admin listener, the
-    /// config follower and the drain). See [`server::serve_on`].
-    pub fn on_workers(mut self, count: usize) -> Result<Self, StartError> {
-        let failed = |error| StartError::Workers {
-            workers: count,
-            error,
-        };
-        let workers = server::Workers::new(count).map_err(failed)?;
-        self.listener = match self.listener {
-            Bound::Here(listener) => {
-                let (shared, socket_file) = listener.into_shared().map_err(failed)?;
-                Bound::Workers {
-                    workers,
-                    shared,
-                    socket_file,
-                }
-            }
-            workers @ Bound::Workers { .. } => workers,
-        };
-        Ok(self)
     }
 
     /// The published snapshots: the current one, and a way to wait for the next (for
@@ -442,20 +392,7 @@ impl Proxy {
         // Built once; the server owns the drain signal and gives tunnels their handle.
         let config = self.stack;
         let build = move |tunnels| stack::build(config, tunnels);
-        match self.listener {
-            Bound::Here(listener) => {
-                server::serve(listener, build, limits, self.metrics, shutdown).await;
-            }
-            Bound::Workers {
-                workers,
-                shared,
-                socket_file,
-            } => {
-                server::serve_on(workers, shared, build, limits, self.metrics, shutdown).await;
-                // Removed only now that no worker listens on it.
-                drop(socket_file);
-            }
-        }
+        server::serve(self.listener, build, limits, self.metrics, shutdown).await;
         drop(follower);
         drop(admin);
     }

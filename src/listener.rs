@@ -85,44 +85,9 @@ pub enum UnixSocketError {
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// A Unix socket and the file it owns (`None` on a worker's copy: the file belongs
-    /// to the [`SharedListener`]'s owner).
+    /// A Unix socket and the file it owns.
     #[cfg(unix)]
-    Unix(UnixListener, Option<SocketFile>),
-}
-
-/// A bound listening socket, not yet registered with a runtime, that several worker
-/// threads can each register a copy of ([`SharedListener::try_clone`], then
-/// [`SharedListener::register`] inside the worker's runtime). All copies are the one
-/// kernel socket: one accept queue, and the kernel hands each new connection to one of
-/// the workers waiting on it. Unlike `SO_REUSEPORT`, nothing else can bind the port.
-#[derive(Debug)]
-pub enum SharedListener {
-    /// TCP.
-    Tcp(std::net::TcpListener),
-    /// A Unix socket.
-    #[cfg(unix)]
-    Unix(std::os::unix::net::UnixListener),
-}
-
-impl SharedListener {
-    /// Another handle on the same socket (`dup`).
-    pub fn try_clone(&self) -> io::Result<Self> {
-        match self {
-            Self::Tcp(l) => l.try_clone().map(Self::Tcp),
-            #[cfg(unix)]
-            Self::Unix(l) => l.try_clone().map(Self::Unix),
-        }
-    }
-
-    /// Register this handle with the current runtime (call it inside the runtime).
-    pub fn register(self) -> io::Result<Listener> {
-        match self {
-            Self::Tcp(l) => TcpListener::from_std(l).map(Listener::Tcp),
-            #[cfg(unix)]
-            Self::Unix(l) => UnixListener::from_std(l).map(|l| Listener::Unix(l, None)),
-        }
-    }
+    Unix(UnixListener, SocketFile),
 }
 
 /// Who connected, for logs.
@@ -144,17 +109,6 @@ impl fmt::Display for Peer {
 }
 
 impl Listener {
-    /// The socket, taken off this runtime so that worker threads can share it, and the
-    /// Unix socket file (removed when dropped) for the caller to keep until serving ends.
-    pub fn into_shared(self) -> io::Result<(SharedListener, Option<SocketFile>)> {
-        match self {
-            // `into_std` leaves the socket non-blocking, as `register` needs.
-            Self::Tcp(l) => Ok((SharedListener::Tcp(l.into_std()?), None)),
-            #[cfg(unix)]
-            Self::Unix(l, file) => Ok((SharedListener::Unix(l.into_std()?), file)),
-        }
-    }
-
     /// Accept one connection.
     pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
@@ -290,7 +244,7 @@ pub fn bind_unix(path: &Path) -> Result<Listener, UnixSocketError> {
         id,
     };
     let listener = UnixListener::from_std(listener).map_err(io_err)?;
-    Ok(Listener::Unix(listener, Some(file)))
+    Ok(Listener::Unix(listener, file))
 }
 
 /// The directory must belong to us or root, and a socket already at `path` to us: in a

@@ -169,10 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let follow = Follow::new(&settings, env);
 
-    // The main runtime keeps signals, the admin listener, the config follower and the
-    // drain; connections are served on `worker_threads` worker threads, each with its
-    // own runtime (thread-per-core, see `server::serve_on`).
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -188,7 +185,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             (Ok(cluster), None) => Proxy::bind(&settings, cluster).await?.follow(follow),
             (Err(why), _) => Proxy::bind_waiting(&settings, why).await?.follow(follow),
         };
-        let proxy = proxy.on_workers(settings.worker_threads)?;
         // The one place the path secret, if any, is shown.
         println!("dcos-token-proxy listening on {}", proxy.base_url());
         let first = proxy.source().load();

@@ -64,7 +64,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::framing::{Findings, FramingConflict, OversizedHead, ScanIo};
-use crate::listener::{Listener, Peer, SharedListener, Stream};
+use crate::listener::{Listener, Peer, Stream};
 use crate::metrics::Metrics;
 use crate::proxy::stack::Stack;
 use crate::proxy::upgrade::Tunnels;
@@ -105,10 +105,9 @@ pub struct Limits {
     pub tunnel_idle_timeout: Duration,
 }
 
-/// Serve `listener` on the caller's runtime with the stack that `build` makes (given the
-/// handle tunnels hold) until `shutdown` resolves, then drain for at most `limits.grace`.
-/// Open connections and tunnels are counted in `metrics`. (The binary serves on worker
-/// threads instead: [`serve_on`].)
+/// Serve `listener` with the stack that `build` makes (given the handle tunnels hold)
+/// until `shutdown` resolves, then drain for at most `limits.grace`. Open connections
+/// and tunnels are counted in `metrics`.
 pub async fn serve(
     listener: Listener,
     build: impl FnOnce(Tunnels) -> Stack,
@@ -116,303 +115,140 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (shared, drain) = Shared::new(build, limits, metrics);
+    let grace = limits.grace;
+    // Shutdown signal and in-flight tracking: every connection and tunnel holds a
+    // receiver; `send` asks them to wind down, `closed` waits until they have.
+    let (drain, _) = watch::channel(());
+    let tunnels = Tunnels::with_limits(
+        drain.clone(),
+        limits.max_tunnels,
+        Some(limits.tunnel_idle_timeout),
+    );
+    let tunnels = tunnels.counted(metrics.clone());
+    let stack = build(tunnels.clone());
+    let bodies = BodyLimits {
+        idle_timeout: limits.body_idle_timeout,
+        min_rate: limits.body_min_rate,
+        tunnels,
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.saturating_mul(HYPER_BUF_FACTOR))
+        .keep_alive(true);
     let mut shutdown = pin!(shutdown);
-    shared.accept_loop(&listener, shutdown.as_mut()).await;
-    drop(listener);
-    shared.drain(&drain).await;
-}
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let waiting_room = Arc::new(Semaphore::new(WAITING_ROOM));
+    let mut at_limit = false;
+    // Within a run of failed accepts, only the first is logged.
+    let mut accept_failing = false;
+    let serve_one = Arc::new(ServeOne {
+        builder,
+        stack,
+        bodies,
+        drain: drain.clone(),
+        metrics,
+        limits,
+        closing: AtomicBool::new(false),
+    });
 
-/// The worker threads of thread-per-core serving, each with its own current-thread
-/// runtime, made before serving starts so that a failure shows at startup.
-#[derive(Debug)]
-pub struct Workers {
-    runtimes: Vec<WorkerRuntime>,
-}
-
-/// A worker's runtime. Dropped without waiting for its tasks, so that dropping one
-/// inside another runtime (an error before its thread started) cannot panic.
-#[derive(Debug)]
-struct WorkerRuntime(Option<tokio::runtime::Runtime>);
-
-impl Drop for WorkerRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Workers {
-    /// `count` worker runtimes (at least one).
-    pub fn new(count: usize) -> std::io::Result<Self> {
-        let runtimes = (0..count.max(1))
-            .map(|_| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map(|r| WorkerRuntime(Some(r)))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { runtimes })
-    }
-
-    /// How many workers there are.
-    pub fn count(&self) -> usize {
-        self.runtimes.len()
-    }
-}
-
-/// Serve `listener` thread-per-core: every worker registers its own handle on the one
-/// listening socket in its own current-thread runtime and runs its own accept loop, so
-/// a connection, its requests and (through the worker's own pooled client, see
-/// [`crate::upstream::clients`]) its upstream connections never leave the thread that
-/// accepted it. The connection and tunnel limits and the drain signal are shared by all
-/// workers. When `shutdown` (awaited on the caller's runtime) resolves, every worker
-/// stops accepting, then all connections drain for at most `limits.grace`, as
-/// [`serve`] does; workers' runtimes end after that.
-pub async fn serve_on(
-    workers: Workers,
-    listener: SharedListener,
-    build: impl FnOnce(Tunnels) -> Stack,
-    limits: Limits,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let (shared, drain) = Shared::new(build, limits, metrics);
-    let shared = Arc::new(shared);
-    let (stop, _) = watch::channel(false);
-    let (finish, _) = watch::channel(false);
-    let mut threads = Vec::with_capacity(workers.count());
-    let mut stopped = Vec::with_capacity(workers.count());
-    for (index, runtime) in workers.runtimes.into_iter().enumerate() {
-        let handle = match listener.try_clone() {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(worker = index, error = %e, "cannot share the listening socket with a worker; serving with fewer workers");
-                continue;
+    loop {
+        // A slot, else a place in the waiting room; with both full, wait for either
+        // (the kernel's backlog holds the new connections meanwhile).
+        let ticket = match slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                at_limit = false;
+                Ticket::Slot(p)
+            }
+            Err(_) => {
+                if !at_limit {
+                    at_limit = true;
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; a new connection waits up to {} ms for                          a slot, then gets 503 (raise max_connections / --max-connections                          if this load is expected)",
+                        WAITING_ROOM_WAIT.as_millis()
+                    );
+                }
+                match waiting_room.clone().try_acquire_owned() {
+                    Ok(w) => Ticket::Waiting(w),
+                    Err(_) => tokio::select! {
+                        p = slots.clone().acquire_owned() => match p {
+                            Ok(p) => Ticket::Slot(p),
+                            Err(_) => break,
+                        },
+                        w = waiting_room.clone().acquire_owned() => match w {
+                            Ok(w) => Ticket::Waiting(w),
+                            Err(_) => break,
+                        },
+                        () = &mut shutdown => break,
+                    },
+                }
             }
         };
-        let shared = shared.clone();
-        let mut stop = stop.subscribe();
-        let mut finish = finish.subscribe();
-        let (accepting_done, done) = tokio::sync::oneshot::channel::<()>();
-        stopped.push(done);
-        let spawned = std::thread::Builder::new()
-            .name(format!("worker-{index}"))
-            .spawn(move || {
-                crate::upstream::clients::enter_worker(index);
-                let Some(rt) = runtime.0.as_ref() else {
-                    return;
-                };
-                rt.block_on(async move {
-                    match handle.register() {
-                        Ok(listener) => {
-                            let stop = async move {
-                                let _ = stop.wait_for(|s| *s).await;
-                            };
-                            shared.accept_loop(&listener, pin!(stop)).await;
-                        }
-                        Err(e) => tracing::error!(worker = index, error = %e, "a worker cannot listen; the others serve"),
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => {
+                    if std::mem::take(&mut accept_failing) {
+                        tracing::info!("accepting connections again");
                     }
-                    drop(accepting_done);
-                    // Connections accepted here run on this runtime until the drain is over.
-                    let _ = finish.wait_for(|f| *f).await;
-                });
-                // Dropping the runtime cuts whatever outlived the grace period.
-            });
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => tracing::error!(worker = index, error = %e, "cannot start a worker thread"),
-        }
-    }
-    drop(listener);
-    shutdown.await;
-    let _ = stop.send(true);
-    for done in stopped {
-        // Resolves (as an error) when the worker has stopped accepting.
-        let _ = done.await;
-    }
-    shared.drain(&drain).await;
-    let _ = finish.send(true);
-    let _ = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
-    })
-    .await;
-}
-
-/// What every accept loop shares: the request path, the connection slots and the
-/// waiting room.
-struct Shared {
-    serve_one: Arc<ServeOne>,
-    slots: Arc<Semaphore>,
-    waiting_room: Arc<Semaphore>,
-    /// Whether the limit warning has been logged since the limit was last reached.
-    at_limit: AtomicBool,
-}
-
-impl Shared {
-    /// The shared state, and the drain signal (every connection and tunnel holds a
-    /// receiver; `send` asks them to wind down, `closed` waits until they have).
-    fn new(
-        build: impl FnOnce(Tunnels) -> Stack,
-        limits: Limits,
-        metrics: Arc<Metrics>,
-    ) -> (Self, watch::Sender<()>) {
-        let (drain, _) = watch::channel(());
-        let tunnels = Tunnels::with_limits(
-            drain.clone(),
-            limits.max_tunnels,
-            Some(limits.tunnel_idle_timeout),
-        );
-        let tunnels = tunnels.counted(metrics.clone());
-        let stack = build(tunnels.clone());
-        let bodies = BodyLimits {
-            idle_timeout: limits.body_idle_timeout,
-            min_rate: limits.body_min_rate,
-            tunnels,
-        };
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.saturating_mul(HYPER_BUF_FACTOR))
-            .keep_alive(true);
-        let serve_one = Arc::new(ServeOne {
-            builder,
-            stack,
-            bodies,
-            drain: drain.clone(),
-            metrics,
-            limits,
-            closing: AtomicBool::new(false),
-        });
-        let shared = Self {
-            serve_one,
-            slots: Arc::new(Semaphore::new(limits.max_connections)),
-            waiting_room: Arc::new(Semaphore::new(WAITING_ROOM)),
-            at_limit: AtomicBool::new(false),
-        };
-        (shared, drain)
-    }
-
-    /// Accept and serve connections from `listener` (on the current runtime) until
-    /// `shutdown` resolves.
-    async fn accept_loop(
-        &self,
-        listener: &Listener,
-        mut shutdown: Pin<&mut impl Future<Output = ()>>,
-    ) {
-        let limits = &self.serve_one.limits;
-        let slots = &self.slots;
-        // Within a run of failed accepts, only the first is logged.
-        let mut accept_failing = false;
-        loop {
-            // A slot, else a place in the waiting room; with both full, wait for either
-            // (the kernel's backlog holds the new connections meanwhile).
-            let ticket = match slots.clone().try_acquire_owned() {
-                Ok(p) => {
-                    if self.at_limit.load(Ordering::Relaxed) {
-                        self.at_limit.store(false, Ordering::Relaxed);
-                    }
-                    Ticket::Slot(p)
+                    pair
                 }
-                Err(_) => {
-                    if !self.at_limit.swap(true, Ordering::Relaxed) {
+                Err(e) => {
+                    // EMFILE/ENFILE (out of file descriptors) and the like: the waiting
+                    // connection stays in the backlog; back off, and keep serving the
+                    // open ones, which free descriptors as they close.
+                    if !std::mem::replace(&mut accept_failing, true) {
                         tracing::warn!(
-                            max_connections = limits.max_connections,
-                            "connection limit reached; a new connection waits up to {} ms for \
-                             a slot, then gets 503 (raise max_connections / --max-connections \
-                             if this load is expected)",
-                            WAITING_ROOM_WAIT.as_millis()
+                            error = %e,
+                            "accept failed (out of file descriptors?); retrying every {} ms \
+                             while serving the open connections (not logged again until it \
+                             recovers)",
+                            ACCEPT_BACKOFF.as_millis()
                         );
                     }
-                    match self.waiting_room.clone().try_acquire_owned() {
-                        Ok(w) => Ticket::Waiting(w),
-                        Err(_) => tokio::select! {
-                            p = slots.clone().acquire_owned() => match p {
-                                Ok(p) => Ticket::Slot(p),
-                                Err(_) => break,
-                            },
-                            w = self.waiting_room.clone().acquire_owned() => match w {
-                                Ok(w) => Ticket::Waiting(w),
-                                Err(_) => break,
-                            },
-                            () = &mut shutdown => break,
-                        },
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                        () = &mut shutdown => break,
                     }
                 }
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => {
-                        if std::mem::take(&mut accept_failing) {
-                            tracing::info!("accepting connections again");
-                        }
-                        pair
+            },
+            () = &mut shutdown => break,
+        };
+        match ticket {
+            Ticket::Slot(permit) => serve_one.clone().spawn(stream, peer, permit),
+            Ticket::Waiting(place) => {
+                let serve_one = serve_one.clone();
+                let slots = slots.clone();
+                let max = limits.max_connections;
+                tokio::spawn(async move {
+                    let _place = place;
+                    match tokio::time::timeout(WAITING_ROOM_WAIT, slots.acquire_owned()).await {
+                        Ok(Ok(permit)) => serve_one.spawn(stream, peer, permit),
+                        _ => turn_away(stream, max).await,
                     }
-                    Err(e) => {
-                        // EMFILE/ENFILE (out of file descriptors) and the like: the waiting
-                        // connection stays in the backlog; back off, and keep serving the
-                        // open ones, which free descriptors as they close.
-                        if !std::mem::replace(&mut accept_failing, true) {
-                            tracing::warn!(
-                                error = %e,
-                                "accept failed (out of file descriptors?); retrying every {} ms \
-                                 while serving the open connections (not logged again until it \
-                                 recovers)",
-                                ACCEPT_BACKOFF.as_millis()
-                            );
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                            () = &mut shutdown => break,
-                        }
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            match ticket {
-                Ticket::Slot(permit) => self.serve_one.clone().spawn(stream, peer, permit),
-                Ticket::Waiting(place) => {
-                    let serve_one = self.serve_one.clone();
-                    let slots = slots.clone();
-                    let max = limits.max_connections;
-                    tokio::spawn(async move {
-                        let _place = place;
-                        match tokio::time::timeout(WAITING_ROOM_WAIT, slots.acquire_owned()).await {
-                            Ok(Ok(permit)) => serve_one.spawn(stream, peer, permit),
-                            _ => turn_away(stream, max).await,
-                        }
-                    });
-                }
+                });
             }
         }
     }
-
-    /// Once no accept loop runs any more: ask every connection and tunnel to finish,
-    /// and wait for them for at most the grace period.
-    async fn drain(&self, drain: &watch::Sender<()>) {
-        let grace = self.serve_one.limits.grace;
-        // Connections still in the waiting room are turned away from now on.
-        self.serve_one.closing.store(true, Ordering::Relaxed);
-        // Every connection (idle keep-alives included) and every tunnel holds a receiver.
-        let open = drain.receiver_count();
-        tracing::info!(
-            open_connections = open,
-            grace_s = grace.as_secs_f64(),
-            "shutting down: no longer accepting connections"
-        );
-        let _ = drain.send(());
-        match tokio::time::timeout(grace, drain.closed()).await {
-            Ok(()) => tracing::info!("all connections finished; exiting"),
-            Err(_) => tracing::warn!(
-                cut = drain.receiver_count(),
-                "grace period over; closing the remaining connections"
-            ),
-        }
+    // Connections still in the waiting room are turned away from now on.
+    serve_one.closing.store(true, Ordering::Relaxed);
+    drop(serve_one);
+    drop(listener);
+    // Every connection (idle keep-alives included) and every tunnel holds a receiver.
+    let open = drain.receiver_count();
+    tracing::info!(
+        open_connections = open,
+        grace_s = grace.as_secs_f64(),
+        "shutting down: no longer accepting connections"
+    );
+    let _ = drain.send(());
+    match tokio::time::timeout(grace, drain.closed()).await {
+        Ok(()) => tracing::info!("all connections finished; exiting"),
+        Err(_) => tracing::warn!(
+            cut = drain.receiver_count(),
+            "grace period over; closing the remaining connections"
+        ),
     }
 }
 

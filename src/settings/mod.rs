@@ -61,15 +61,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// once; a master's `101` beyond it is answered 503. Each holds two file descriptors and
 /// no longer counts as a client connection.
 pub const DEFAULT_MAX_TUNNELS: usize = 512;
-/// Worker threads when the number of cores cannot be read: each worker serves its own
-/// connections on its own thread, so one is always enough to work.
-pub const FALLBACK_WORKER_THREADS: usize = 1;
-
-/// The default number of worker threads: one per core the process may use
-/// (`std::thread::available_parallelism`), else [`FALLBACK_WORKER_THREADS`].
-pub fn default_worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(FALLBACK_WORKER_THREADS, usize::from)
-}
 /// How long a tunnel may carry no byte in either direction before it is closed: long
 /// enough for an interactive `dcos task exec` shell left alone for a while.
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
@@ -140,9 +131,6 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// The most tunnels open at once.
     pub max_tunnels: usize,
-    /// Threads serving connections, each with its own event loop and connections to the
-    /// master (at least 1).
-    pub worker_threads: usize,
     /// Tunnel idle timeout.
     pub tunnel_idle_timeout: Duration,
     /// Client `Authorization` policy.
@@ -186,7 +174,6 @@ impl Default for Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_tunnels: DEFAULT_MAX_TUNNELS,
-            worker_threads: default_worker_threads(),
             tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             client_auth: ClientAuth::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -214,7 +201,6 @@ impl Settings {
             connect_timeout: self.connect_timeout,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             route: self.route.clone(),
-            workers: self.worker_threads,
         }
     }
 
@@ -317,16 +303,6 @@ impl Settings {
             .max_tunnels
             .or(file.max_tunnels)
             .unwrap_or(DEFAULT_MAX_TUNNELS);
-        s.worker_threads = cli
-            .worker_threads
-            .or(file.worker_threads)
-            .unwrap_or_else(default_worker_threads);
-        if s.worker_threads == 0 {
-            return Err(invalid(
-                "worker_threads",
-                "must be at least 1 (1 serves everything on one thread)".into(),
-            ));
-        }
         pick_duration(
             &mut s.tunnel_idle_timeout,
             cli.tunnel_idle_timeout,

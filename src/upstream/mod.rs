@@ -13,7 +13,6 @@
 //! [`Upstream::new`] takes only what it reads: the cluster config and the
 //! [`ClientOptions`] of the connection pool.
 
-pub mod clients;
 pub mod command;
 pub mod idle;
 pub mod origin;
@@ -21,7 +20,6 @@ pub mod route;
 pub(crate) mod tls;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,8 +31,7 @@ use hyper_rustls::FixedServerNameResolver;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-
-pub use self::clients::Clients;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use self::idle::{BodyCut, IdleBody};
 pub use self::origin::MasterOrigin;
@@ -68,8 +65,6 @@ pub struct ClientOptions {
     pub pool_idle_timeout: Duration,
     /// Proxy, proxy command and TLS server name.
     pub route: RouteOptions,
-    /// Worker threads, each with its own pooled client ([`Clients`]).
-    pub workers: usize,
 }
 
 impl Default for ClientOptions {
@@ -78,7 +73,6 @@ impl Default for ClientOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             route: RouteOptions::default(),
-            workers: 1,
         }
     }
 }
@@ -148,8 +142,8 @@ pub struct Upstream {
     pub origins: Origins,
     /// For `Location` rewriting.
     pub origin: MasterOrigin,
-    /// The pooled keep-alive clients, one per worker thread.
-    clients: Arc<Clients>,
+    /// The pooled keep-alive client.
+    pub client: HttpsClient,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -178,8 +172,8 @@ impl Upstream {
         let tls = TlsKey::of(cluster)?;
         let same =
             tls == self.tls && url_text(&cluster.dcos_url) == self.url && *options == self.options;
-        let clients = same.then(|| self.clients.clone());
-        Self::build(cluster, options, tls, clients)
+        let client = same.then(|| self.client.clone());
+        Self::build(cluster, options, tls, client)
     }
 
     /// Whether `other` was built with this upstream's client (no reconnect, no new TLS).
@@ -191,7 +185,7 @@ impl Upstream {
         cluster: &ClusterConfig,
         options: &ClientOptions,
         tls: TlsKey,
-        clients: Option<Arc<Clients>>,
+        client: Option<HttpsClient>,
     ) -> Result<Self, UpstreamError> {
         let uri = &cluster.dcos_url;
         let bad = |why| UpstreamError::Url {
@@ -211,9 +205,9 @@ impl Upstream {
             .map_err(|_| bad("its host is not a valid Host header"))?;
 
         let route = options.route.route_for(uri);
-        let clients = match clients {
+        let client = match client {
             Some(c) => c,
-            None => Arc::new(new_clients(&tls, options, &route)?),
+            None => new_client(&tls, options, &route)?,
         };
         Ok(Self {
             url: url_text(uri),
@@ -229,19 +223,8 @@ impl Upstream {
             host,
             auth: cluster.token.as_ref().map(|t| t.header_value()),
             origins: cluster.origins.clone(),
-            clients,
+            client,
         })
-    }
-
-    /// The pooled client for the current thread: its worker's own (so the request and
-    /// its upstream connection stay on this thread), or the shared one off the workers.
-    pub fn client(&self) -> &HttpsClient {
-        self.clients.current()
-    }
-
-    /// All the pooled clients of this master set-up.
-    pub fn clients(&self) -> &Clients {
-        &self.clients
     }
 
     /// The upstream URI for a client's request target: the master's scheme and
@@ -270,13 +253,12 @@ fn url_text(uri: &Uri) -> String {
     uri.to_string().trim_end_matches('/').to_owned()
 }
 
-/// Pooled keep-alive clients (one per worker) with the TLS set-up `tls`, connecting
-/// along `route`.
-fn new_clients(
+/// A pooled keep-alive client with the TLS set-up `tls`, connecting along `route`.
+fn new_client(
     tls: &TlsKey,
     options: &ClientOptions,
     route: &Route,
-) -> Result<Clients, UpstreamError> {
+) -> Result<HttpsClient, UpstreamError> {
     let tls = tls_config(tls)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -292,11 +274,11 @@ fn new_clients(
         None => builder,
     };
     let https = builder.enable_http1().wrap_connector(route.connector(http));
-    Ok(Clients::new(
-        https,
-        options.pool_idle_timeout,
-        options.workers,
-    ))
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(options.pool_idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
 }
 
 #[cfg(test)]
