@@ -221,6 +221,14 @@ pub struct Cli {
           help_heading = HEADING_LISTEN, hide_env = true, hide_short_help = true)]
     pub max_tunnels: Option<usize>,
 
+    /// Serving threads [default: the number of cores]
+    ///
+    /// Each runs its own event loop and its own pool of master connections, so a request
+    /// never leaves its thread.
+    #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_WORKER_THREADS",
+          help_heading = HEADING_LISTEN, hide_env = true, hide_short_help = true)]
+    pub worker_threads: Option<usize>,
+
     /// Host header values accepted, comma-separated
     ///
     /// Exact names or *.domain, each optionally with :PORT; replaces the default

@@ -38,6 +38,7 @@ pub mod source;
 mod text;
 pub mod types;
 pub mod upstream;
+pub mod worker;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -387,6 +388,7 @@ impl Proxy {
             body_min_rate: self.settings.body_min_rate,
             send_timeout: self.settings.send_timeout,
             max_tunnels: self.settings.max_tunnels,
+            worker_threads: self.settings.worker_threads,
             tunnel_idle_timeout: self.settings.tunnel_idle_timeout,
         };
         // Built once; the server owns the drain signal and gives tunnels their handle.

@@ -22,12 +22,12 @@
 //!   requests in flight through one service clone (here: one connection's, which has
 //!   one request at a time anyway) and cannot keep a connection from being accepted.
 //!
-//! The binary serves thread-per-core ([`serve_on`]): `worker_threads` threads, each
-//! with its own current-thread runtime and accept loop on a `dup` of the one listening
-//! socket, so a connection and everything it causes (its upstream connections too, see
-//! [`crate::upstream::clients`]) stays on the thread that accepted it. The limits, the
-//! waiting room and the drain signal are shared by the workers. [`serve`] runs the same
-//! accept loop on the caller's runtime (in-process use, the integration tests).
+//! [`serve`] serves thread-per-core: the caller's runtime is worker 0, and workers
+//! 1..`worker_threads` each run their own current-thread runtime and accept loop on a
+//! `dup` of the one listening socket ([`Listener::dup`]), so a connection and everything
+//! it causes (its master connections too, see [`crate::upstream::Clients`]) stays on the
+//! thread that accepted it. The limits, the waiting room and the drain signal are shared
+//! by every thread.
 //!
 //! Each connection gets its own clone of the request path ([`Stack`], built once by the
 //! caller), adapted to hyper by `Connection`, which also tags the request that the
@@ -101,6 +101,9 @@ pub struct Limits {
     pub send_timeout: Duration,
     /// Tunnels open at once.
     pub max_tunnels: usize,
+    /// Serving threads, each with its own runtime and accept loop; the caller's runtime
+    /// is the first. 1 serves on the caller's runtime only.
+    pub worker_threads: usize,
     /// Time a tunnel may carry nothing before it is closed.
     pub tunnel_idle_timeout: Duration,
 }
@@ -137,21 +140,105 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.saturating_mul(HYPER_BUF_FACTOR))
         .keep_alive(true);
-    let mut shutdown = pin!(shutdown);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let waiting_room = Arc::new(Semaphore::new(WAITING_ROOM));
-    let mut at_limit = false;
-    // Within a run of failed accepts, only the first is logged.
-    let mut accept_failing = false;
-    let serve_one = Arc::new(ServeOne {
+    let serving = Arc::new(ServeOne {
         builder,
         stack,
         bodies,
         drain: drain.clone(),
         metrics,
         limits,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        waiting_room: Arc::new(Semaphore::new(WAITING_ROOM)),
         closing: AtomicBool::new(false),
     });
+
+    // Worker threads 1..n, each with its own runtime and its own duplicate of the
+    // listening socket; this runtime is worker 0.
+    let (stop_accepting, stop_rx) = watch::channel(false);
+    let (release, release_rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    for index in 1..limits.worker_threads {
+        let spawned = listener.dup().and_then(|dup| {
+            let serving = serving.clone();
+            let mut stop = stop_rx.clone();
+            let mut released = release_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("dcos-token-proxy-{index}"))
+                .spawn(move || {
+                    crate::worker::enter(index);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = dup.register()?;
+                        let stop = async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        };
+                        accept_loop(listener, &serving, stop).await;
+                        drop(serving);
+                        // Keep driving this thread's connections until the drain ends.
+                        let _ = released.wait_for(|r| *r).await;
+                        std::io::Result::Ok(())
+                    })
+                })
+        });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot start serving thread {index}; serving with {index}"
+                );
+                break;
+            }
+        }
+    }
+    accept_loop(listener, &serving, shutdown).await;
+    let _ = stop_accepting.send(true);
+
+    // Connections still in the waiting room are turned away from now on.
+    serving.closing.store(true, Ordering::SeqCst);
+    drop(serving);
+    // Every connection (idle keep-alives included) and every tunnel holds a receiver.
+    let open = drain.receiver_count();
+    tracing::info!(
+        open_connections = open,
+        grace_s = grace.as_secs_f64(),
+        "shutting down: no longer accepting connections"
+    );
+    let _ = drain.send(());
+    match tokio::time::timeout(grace, drain.closed()).await {
+        Ok(()) => tracing::info!("all connections finished; exiting"),
+        Err(_) => tracing::warn!(
+            cut = drain.receiver_count(),
+            "grace period over; closing the remaining connections"
+        ),
+    }
+    // The worker threads' runtimes end, dropping what is left on them.
+    let _ = release.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            if let Ok(Err(e)) = thread.join() {
+                tracing::warn!(error = %e, "a serving thread could not start");
+            }
+        }
+    })
+    .await;
+}
+
+/// Accept connections on `listener` until `shutdown` resolves, serving each with a slot
+/// of `serving`, or waiting in its waiting room. One runs on each serving thread.
+async fn accept_loop(
+    listener: Listener,
+    serving: &Arc<ServeOne>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = pin!(shutdown);
+    let limits = serving.limits;
+    let (slots, waiting_room) = (&serving.slots, &serving.waiting_room);
+    let mut at_limit = false;
+    // Within a run of failed accepts, only the first is logged.
+    let mut accept_failing = false;
 
     loop {
         // A slot, else a place in the waiting room; with both full, wait for either
@@ -216,39 +303,20 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         match ticket {
-            Ticket::Slot(permit) => serve_one.clone().spawn(stream, peer, permit),
+            Ticket::Slot(permit) => serving.clone().spawn(stream, peer, permit),
             Ticket::Waiting(place) => {
-                let serve_one = serve_one.clone();
+                let serving = serving.clone();
                 let slots = slots.clone();
                 let max = limits.max_connections;
                 tokio::spawn(async move {
                     let _place = place;
                     match tokio::time::timeout(WAITING_ROOM_WAIT, slots.acquire_owned()).await {
-                        Ok(Ok(permit)) => serve_one.spawn(stream, peer, permit),
+                        Ok(Ok(permit)) => serving.spawn(stream, peer, permit),
                         _ => turn_away(stream, max).await,
                     }
                 });
             }
         }
-    }
-    // Connections still in the waiting room are turned away from now on.
-    serve_one.closing.store(true, Ordering::Relaxed);
-    drop(serve_one);
-    drop(listener);
-    // Every connection (idle keep-alives included) and every tunnel holds a receiver.
-    let open = drain.receiver_count();
-    tracing::info!(
-        open_connections = open,
-        grace_s = grace.as_secs_f64(),
-        "shutting down: no longer accepting connections"
-    );
-    let _ = drain.send(());
-    match tokio::time::timeout(grace, drain.closed()).await {
-        Ok(()) => tracing::info!("all connections finished; exiting"),
-        Err(_) => tracing::warn!(
-            cut = drain.receiver_count(),
-            "grace period over; closing the remaining connections"
-        ),
     }
 }
 
@@ -282,6 +350,10 @@ struct ServeOne {
     drain: watch::Sender<()>,
     metrics: Arc<Metrics>,
     limits: Limits,
+    /// Connection slots (`max_connections`), shared by every serving thread.
+    slots: Arc<Semaphore>,
+    /// Places for connections waiting for a slot ([`WAITING_ROOM`]).
+    waiting_room: Arc<Semaphore>,
     /// Set at shutdown: connections still waiting for a slot are turned away.
     closing: AtomicBool,
 }
@@ -289,12 +361,15 @@ struct ServeOne {
 impl ServeOne {
     /// Serve `stream` in its own task, holding `permit` (its slot) until it closes.
     fn spawn(self: Arc<Self>, stream: Stream, peer: Peer, permit: OwnedSemaphorePermit) {
-        if self.closing.load(Ordering::Relaxed) {
+        // Subscribed before `closing` is read: shutdown sets `closing` before it sends
+        // the drain signal, so either this connection is turned away or it sees the
+        // signal.
+        let mut stop = self.drain.subscribe();
+        if self.closing.load(Ordering::SeqCst) {
             drop(permit);
             tokio::spawn(turn_away(stream, self.limits.max_connections));
             return;
         }
-        let mut stop = self.drain.subscribe();
         let limits = &self.limits;
         let stream = SendTimeout::new(stream, limits.send_timeout);
         // The one smuggling shape hyper accepts is found in the raw bytes; the request

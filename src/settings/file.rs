@@ -60,6 +60,8 @@ pub struct FileSettings {
     pub max_connections: Option<usize>,
     /// `max_tunnels`.
     pub max_tunnels: Option<usize>,
+    /// `worker_threads`: serving threads.
+    pub worker_threads: Option<usize>,
     /// `tunnel_idle_timeout`: e.g. "1h".
     pub tunnel_idle_timeout: Option<DurationSetting>,
     /// `max_header_bytes`.

@@ -131,6 +131,8 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// The most tunnels open at once.
     pub max_tunnels: usize,
+    /// Serving threads (one runtime and one upstream pool each).
+    pub worker_threads: usize,
     /// Tunnel idle timeout.
     pub tunnel_idle_timeout: Duration,
     /// Client `Authorization` policy.
@@ -174,6 +176,7 @@ impl Default for Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_tunnels: DEFAULT_MAX_TUNNELS,
+            worker_threads: crate::worker::default_count(),
             tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             client_auth: ClientAuth::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -298,6 +301,13 @@ impl Settings {
             .unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if s.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        s.worker_threads = cli
+            .worker_threads
+            .or(file.worker_threads)
+            .unwrap_or_else(crate::worker::default_count);
+        if s.worker_threads == 0 {
+            return Err(invalid("worker_threads", "must be at least 1".into()));
         }
         s.max_tunnels = cli
             .max_tunnels

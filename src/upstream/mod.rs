@@ -20,6 +20,7 @@ pub mod route;
 pub(crate) mod tls;
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,6 +55,52 @@ pub type RequestBody<B = IdleBody<Incoming>> = Either<Full<Bytes>, B>;
 
 /// The pooled client type used for every upstream request.
 pub type HttpsClient = Client<HttpsConnector<RouteConnector>, RequestBody>;
+
+/// The connector every client of one [`Upstream`] shares (TLS set-up and route).
+type Connector = HttpsConnector<RouteConnector>;
+
+/// One pooled client per serving thread ([`crate::worker`]): the legacy client spawns
+/// each connection's task on the runtime that opened it, so a pool used by one thread
+/// only keeps a request, its master connection and its response on that thread (no
+/// cross-thread wake-up, no contended pool lock). Each is made on first use; cloning
+/// shares them all.
+#[derive(Clone)]
+pub struct Clients(Arc<ClientSet>);
+
+struct ClientSet {
+    connector: Connector,
+    pool_idle_timeout: Duration,
+    slots: Box<[OnceLock<HttpsClient>]>,
+}
+
+impl Clients {
+    fn new(connector: Connector, pool_idle_timeout: Duration) -> Self {
+        let slots = (0..crate::worker::count())
+            .map(|_| OnceLock::new())
+            .collect();
+        Self(Arc::new(ClientSet {
+            connector,
+            pool_idle_timeout,
+            slots,
+        }))
+    }
+
+    /// The current thread's client.
+    pub fn get(&self) -> &HttpsClient {
+        let set = &*self.0;
+        let slot = set
+            .slots
+            .get(crate::worker::index())
+            .unwrap_or(&set.slots[0]);
+        slot.get_or_init(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(set.pool_idle_timeout)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(set.connector.clone())
+        })
+    }
+}
 
 /// How connections to the master are made and pooled: the part of the settings that an
 /// [`Upstream`] reads.
@@ -142,8 +189,8 @@ pub struct Upstream {
     pub origins: Origins,
     /// For `Location` rewriting.
     pub origin: MasterOrigin,
-    /// The pooled keep-alive client.
-    pub client: HttpsClient,
+    /// The pooled keep-alive clients, one per serving thread.
+    pub clients: Clients,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -172,7 +219,7 @@ impl Upstream {
         let tls = TlsKey::of(cluster)?;
         let same =
             tls == self.tls && url_text(&cluster.dcos_url) == self.url && *options == self.options;
-        let client = same.then(|| self.client.clone());
+        let client = same.then(|| self.clients.clone());
         Self::build(cluster, options, tls, client)
     }
 
@@ -185,7 +232,7 @@ impl Upstream {
         cluster: &ClusterConfig,
         options: &ClientOptions,
         tls: TlsKey,
-        client: Option<HttpsClient>,
+        client: Option<Clients>,
     ) -> Result<Self, UpstreamError> {
         let uri = &cluster.dcos_url;
         let bad = |why| UpstreamError::Url {
@@ -223,8 +270,13 @@ impl Upstream {
             host,
             auth: cluster.token.as_ref().map(|t| t.header_value()),
             origins: cluster.origins.clone(),
-            client,
+            clients: client,
         })
+    }
+
+    /// The current thread's pooled client for this master.
+    pub fn client(&self) -> &HttpsClient {
+        self.clients.get()
     }
 
     /// The upstream URI for a client's request target: the master's scheme and
@@ -253,12 +305,12 @@ fn url_text(uri: &Uri) -> String {
     uri.to_string().trim_end_matches('/').to_owned()
 }
 
-/// A pooled keep-alive client with the TLS set-up `tls`, connecting along `route`.
+/// Pooled keep-alive clients with the TLS set-up `tls`, connecting along `route`.
 fn new_client(
     tls: &TlsKey,
     options: &ClientOptions,
     route: &Route,
-) -> Result<HttpsClient, UpstreamError> {
+) -> Result<Clients, UpstreamError> {
     let tls = tls_config(tls)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -274,11 +326,7 @@ fn new_client(
         None => builder,
     };
     let https = builder.enable_http1().wrap_connector(route.connector(http));
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(options.pool_idle_timeout)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(https))
+    Ok(Clients::new(https, options.pool_idle_timeout))
 }
 
 #[cfg(test)]
