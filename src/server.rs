@@ -23,6 +23,13 @@
 //!   requests in flight through one service clone (here: one connection's, which has
 //!   one request at a time anyway) and cannot keep a connection from being accepted.
 //!
+//! [`serve`] serves thread-per-core: the caller's runtime is worker 0, and workers
+//! 1..`worker_threads` each run their own current-thread runtime and accept loop on a
+//! `dup` of the one listening socket ([`Listener::dup`]), so a connection and everything
+//! it causes (its master connections too, see [`crate::upstream::Clients`]) stays on the
+//! thread that accepted it. The limits, the waiting room and the drain signal are shared
+//! by every thread.
+//!
 //! Each connection gets its own clone of the request path ([`Stack`], built once by the
 //! caller), adapted to hyper by `Connection`, which also tags the request that the
 //! connection's byte scan found a smuggling shape or an oversized head in.
@@ -235,22 +242,13 @@ async fn accept_loop(
     let mut accept_failing = false;
 
     loop {
-        // With every slot and every waiting-room place taken, leave new connections in
-        // the kernel's backlog until one frees. Nothing is held while waiting in
-        // `accept`: an accept loop that held a slot there (one per serving thread) would
-        // keep it from the connections the other threads accept, which would be turned
-        // away with a slot idle.
+        // Accept only when a slot or a place in the waiting room is free; with both full,
+        // wait for either (the kernel's backlog holds the new connections meanwhile).
+        // Nothing is taken before the accept: a slot held by a thread waiting in
+        // `accept` would be lost to the other threads, whose connections would then wait
+        // and get 503 below the limit.
         if slots.available_permits() == 0 && waiting_room.available_permits() == 0 {
-            if !at_limit {
-                at_limit = true;
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    "connection limit reached; a new connection waits up to {} ms for \
-                     a slot, then gets 503 (raise max_connections / --max-connections \
-                     if this load is expected)",
-                    WAITING_ROOM_WAIT.as_millis()
-                );
-            }
+            warn_at_limit(&mut at_limit, limits.max_connections);
             tokio::select! {
                 p = slots.acquire() => if p.is_err() { break },
                 w = waiting_room.acquire() => if w.is_err() { break },
@@ -286,28 +284,25 @@ async fn accept_loop(
             },
             () = &mut shutdown => break,
         };
-        // A slot, else a place in the waiting room, else (another thread took the last
-        // one since the check above) an answer at once.
-        if let Ok(permit) = slots.clone().try_acquire_owned() {
-            at_limit = false;
-            serving.clone().spawn(stream, peer, permit);
-            continue;
-        }
-        if !at_limit {
-            at_limit = true;
-            tracing::warn!(
-                max_connections = limits.max_connections,
-                "connection limit reached; a new connection waits up to {} ms for a slot, \
-                 then gets 503 (raise max_connections / --max-connections if this load is \
-                 expected)",
-                WAITING_ROOM_WAIT.as_millis()
-            );
-        }
-        let max = limits.max_connections;
-        match waiting_room.clone().try_acquire_owned() {
-            Ok(place) => {
+        // A slot, else a place in the waiting room. Another thread may have taken the
+        // last of both since the check above: then this connection waits like one in
+        // the waiting room, without a place.
+        let ticket = match slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                at_limit = false;
+                Ticket::Slot(p)
+            }
+            Err(_) => {
+                warn_at_limit(&mut at_limit, limits.max_connections);
+                Ticket::Waiting(waiting_room.clone().try_acquire_owned().ok())
+            }
+        };
+        match ticket {
+            Ticket::Slot(permit) => serving.clone().spawn(stream, peer, permit),
+            Ticket::Waiting(place) => {
                 let serving = serving.clone();
                 let slots = slots.clone();
+                let max = limits.max_connections;
                 tokio::spawn(async move {
                     let _place = place;
                     match tokio::time::timeout(WAITING_ROOM_WAIT, slots.acquire_owned()).await {
@@ -316,10 +311,19 @@ async fn accept_loop(
                     }
                 });
             }
-            Err(_) => {
-                tokio::spawn(turn_away(stream, max));
-            }
         }
+    }
+}
+
+/// Log, once each time the limit is reached, that connections now wait for a slot.
+fn warn_at_limit(at_limit: &mut bool, max_connections: usize) {
+    if !std::mem::replace(at_limit, true) {
+        tracing::warn!(
+            max_connections,
+            "connection limit reached; a new connection waits up to {} ms for a slot, then \
+             gets 503 (raise max_connections / --max-connections if this load is expected)",
+            WAITING_ROOM_WAIT.as_millis()
+        );
     }
 }
 
@@ -335,6 +339,15 @@ pub const WAITING_ROOM_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest a turned-away connection may take to receive its 503.
 const TURN_AWAY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What an accepted connection gets.
+enum Ticket {
+    /// A connection slot: serve it.
+    Slot(OwnedSemaphorePermit),
+    /// A place in the waiting room (`None`: lost to another thread in a race): wait for
+    /// a slot, or answer 503.
+    Waiting(Option<OwnedSemaphorePermit>),
+}
 
 /// Everything needed to serve one accepted connection, shared by the accept loop and the
 /// waiting room.
