@@ -202,6 +202,9 @@ pub struct Cli {
     pub admin_listen: Option<SocketAddr>,
 
     /// Client connections served at once; more wait [default: 1024]
+    ///
+    /// A connection past the limit waits up to 1s for a slot, then gets 503 with
+    /// Retry-After.
     #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_MAX_CONNECTIONS",
           help_heading = HEADING_LISTEN, hide_env = true)]
     pub max_connections: Option<usize>,
@@ -217,6 +220,14 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_MAX_TUNNELS",
           help_heading = HEADING_LISTEN, hide_env = true, hide_short_help = true)]
     pub max_tunnels: Option<usize>,
+
+    /// Serving threads [default: the number of cores]
+    ///
+    /// Each runs its own event loop and its own pool of master connections, so a request
+    /// never leaves its thread.
+    #[arg(long, value_name = "N", env = "DCOS_TOKEN_PROXY_WORKER_THREADS",
+          help_heading = HEADING_LISTEN, hide_env = true, hide_short_help = true)]
+    pub worker_threads: Option<usize>,
 
     /// Host header values accepted, comma-separated
     ///
@@ -326,6 +337,24 @@ pub struct Cli {
           env = "DCOS_TOKEN_PROXY_BODY_IDLE_TIMEOUT", help_heading = HEADING_TIMEOUTS,
           hide_env = true, hide_short_help = true)]
     pub body_idle_timeout: Option<Duration>,
+
+    /// Bytes per second a request body must keep after --body-idle-timeout [default: 1024]
+    ///
+    /// The deadline is the body idle timeout after the first read, plus one second per
+    /// this many bytes; a body behind it gets 408. 0 turns the limit off. `dcos task exec`
+    /// input streams are exempt while tunnel slots (--max-tunnels) last.
+    #[arg(long, value_name = "BYTES", env = "DCOS_TOKEN_PROXY_BODY_MIN_RATE",
+          help_heading = HEADING_TIMEOUTS, hide_env = true, hide_short_help = true)]
+    pub body_min_rate: Option<u64>,
+
+    /// Close a client connection that reads nothing for this long [default: 60s]
+    ///
+    /// Timed only while a write to the client cannot proceed (the client stopped
+    /// reading); streams that are merely quiet are not affected.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "DCOS_TOKEN_PROXY_SEND_TIMEOUT", help_heading = HEADING_TIMEOUTS,
+          hide_env = true, hide_short_help = true)]
+    pub send_timeout: Option<Duration>,
 
     /// Close a tunnel with no byte either way for this long [default: 1h]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,

@@ -31,12 +31,14 @@ pub(crate) mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+mod send_timeout;
 pub mod server;
 pub mod settings;
 pub mod source;
 mod text;
 pub mod types;
 pub mod upstream;
+pub mod worker;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -383,7 +385,10 @@ impl Proxy {
             max_connections: self.settings.max_connections,
             grace: self.settings.shutdown_grace,
             body_idle_timeout: self.settings.body_idle_timeout,
+            body_min_rate: self.settings.body_min_rate,
+            send_timeout: self.settings.send_timeout,
             max_tunnels: self.settings.max_tunnels,
+            worker_threads: self.settings.worker_threads,
             tunnel_idle_timeout: self.settings.tunnel_idle_timeout,
         };
         // Built once; the server owns the drain signal and gives tunnels their handle.

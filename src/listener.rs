@@ -88,6 +88,9 @@ pub enum Listener {
     /// A Unix socket and the file it owns.
     #[cfg(unix)]
     Unix(UnixListener, SocketFile),
+    /// A duplicate of a Unix listener on another thread (the original owns the file).
+    #[cfg(unix)]
+    UnixDup(UnixListener),
 }
 
 /// Who connected, for logs.
@@ -118,11 +121,54 @@ impl Listener {
                 Ok((Stream::Tcp(s), Peer::Tcp(peer)))
             }
             #[cfg(unix)]
-            Self::Unix(l, _) => {
+            Self::Unix(l, _) | Self::UnixDup(l) => {
                 let (s, _) = l.accept().await?;
                 Ok((Stream::Unix(s), Peer::Unix))
             }
         }
+    }
+}
+
+/// A duplicate of a bound listener's socket (the same socket, another descriptor), to
+/// be accepted on from another thread's runtime ([`Self::register`]). The kernel hands
+/// each new connection to one of the threads waiting on it.
+#[derive(Debug)]
+pub enum DupListener {
+    /// TCP.
+    Tcp(std::net::TcpListener),
+    /// A Unix socket (the socket file stays owned by the original listener).
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl Listener {
+    /// A duplicate of this listener's socket for another thread.
+    pub fn dup(&self) -> io::Result<DupListener> {
+        use std::os::fd::AsFd;
+        Ok(match self {
+            Self::Tcp(l) => DupListener::Tcp(l.as_fd().try_clone_to_owned()?.into()),
+            #[cfg(unix)]
+            Self::Unix(l, _) | Self::UnixDup(l) => {
+                DupListener::Unix(l.as_fd().try_clone_to_owned()?.into())
+            }
+        })
+    }
+}
+
+impl DupListener {
+    /// Register the socket with the current thread's runtime.
+    pub fn register(self) -> io::Result<Listener> {
+        Ok(match self {
+            Self::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Listener::Tcp(TcpListener::from_std(l)?)
+            }
+            #[cfg(unix)]
+            Self::Unix(l) => {
+                l.set_nonblocking(true)?;
+                Listener::UnixDup(UnixListener::from_std(l)?)
+            }
+        })
     }
 }
 

@@ -169,7 +169,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let follow = Follow::new(&settings, env);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Thread per core: this thread's runtime serves as worker 0 and runs the background
+    // tasks (signals, watcher, logins, admin); `server::serve` starts the other workers,
+    // each with its own runtime. Per-thread pools are sized before anything is built.
+    dcos_token_proxy::worker::set_count(settings.worker_threads);
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

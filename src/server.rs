@@ -9,8 +9,15 @@
 //!   and the guard answers 431 to one over `max_header_bytes`; hyper's own buffer limit
 //!   (which is not a head-size limit) is set to [`HYPER_BUF_FACTOR`] times that, so that
 //!   it never cuts a head the scan would have let through;
-//! - a maximum number of connections served at once: the accept loop waits for a free
-//!   slot (the kernel's backlog holds the rest), and stops waiting at shutdown. This is a
+//! - request bodies with an idle timeout and a minimum rate ([`IdleBody`]; `dcos task
+//!   exec` input streams are exempt from the rate while they hold a tunnel slot), and
+//!   writes to a client that stopped reading with a send timeout ([`SendTimeout`]), so
+//!   that no client holds a slot by being slow;
+//! - a maximum number of connections served at once: with every slot taken, a new
+//!   connection waits in a small waiting room ([`WAITING_ROOM`]) for up to
+//!   [`WAITING_ROOM_WAIT`], then is answered 503 with `Retry-After` naming the limit,
+//!   rather than left unanswered; with the waiting room full too, the kernel's backlog
+//!   holds the rest. The accept loop stops waiting at shutdown. This is a
 //!   semaphore in the accept loop, not tower's `ConcurrencyLimit` layer, which limits
 //!   requests in flight through one service clone (here: one connection's, which has
 //!   one request at a time anyway) and cannot keep a connection from being accepted.
@@ -38,6 +45,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -46,14 +54,16 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use pin_project_lite::pin_project;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::framing::{Findings, FramingConflict, OversizedHead, ScanIo};
-use crate::listener::{Listener, Peer};
+use crate::listener::{Listener, Peer, Stream};
 use crate::metrics::Metrics;
 use crate::proxy::stack::Stack;
 use crate::proxy::upgrade::Tunnels;
+use crate::send_timeout::SendTimeout;
 use crate::upstream::IdleBody;
+use crate::upstream::idle::is_input_stream;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -76,8 +86,17 @@ pub struct Limits {
     pub grace: Duration,
     /// Time a request body may go without a byte once it is being read.
     pub body_idle_timeout: Duration,
+    /// The least rate, in bytes per second, a request body must keep after its first
+    /// `body_idle_timeout` (0: no rate limit).
+    pub body_min_rate: u64,
+    /// Time a write to a client may stall (the client reads nothing) before the
+    /// connection is closed.
+    pub send_timeout: Duration,
     /// Tunnels open at once.
     pub max_tunnels: usize,
+    /// Serving threads, each with its own runtime and accept loop; the caller's runtime
+    /// is the first. 1 serves on the caller's runtime only.
+    pub worker_threads: usize,
     /// Time a tunnel may carry nothing before it is closed.
     pub tunnel_idle_timeout: Duration,
 }
@@ -101,40 +120,149 @@ pub async fn serve(
         limits.max_tunnels,
         Some(limits.tunnel_idle_timeout),
     );
-    let stack = build(tunnels.counted(metrics.clone()));
+    let tunnels = tunnels.counted(metrics.clone());
+    let stack = build(tunnels.clone());
+    let bodies = BodyLimits {
+        idle_timeout: limits.body_idle_timeout,
+        min_rate: limits.body_min_rate,
+        tunnels,
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.saturating_mul(HYPER_BUF_FACTOR))
         .keep_alive(true);
+    let serving = Arc::new(ServeOne {
+        builder,
+        stack,
+        bodies,
+        drain: drain.clone(),
+        metrics,
+        limits,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        waiting_room: Arc::new(Semaphore::new(WAITING_ROOM)),
+        closing: AtomicBool::new(false),
+    });
+
+    // Worker threads 1..n, each with its own runtime and its own duplicate of the
+    // listening socket; this runtime is worker 0.
+    let (stop_accepting, stop_rx) = watch::channel(false);
+    let (release, release_rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    for index in 1..limits.worker_threads {
+        let spawned = listener.dup().and_then(|dup| {
+            let serving = serving.clone();
+            let mut stop = stop_rx.clone();
+            let mut released = release_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("dcos-token-proxy-{index}"))
+                .spawn(move || {
+                    crate::worker::enter(index);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = dup.register()?;
+                        let stop = async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        };
+                        accept_loop(listener, &serving, stop).await;
+                        drop(serving);
+                        // Keep driving this thread's connections until the drain ends.
+                        let _ = released.wait_for(|r| *r).await;
+                        std::io::Result::Ok(())
+                    })
+                })
+        });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot start serving thread {index}; serving with {index}"
+                );
+                break;
+            }
+        }
+    }
+    accept_loop(listener, &serving, shutdown).await;
+    let _ = stop_accepting.send(true);
+
+    // Connections still in the waiting room are turned away from now on.
+    serving.closing.store(true, Ordering::SeqCst);
+    drop(serving);
+    // Every connection (idle keep-alives included) and every tunnel holds a receiver.
+    let open = drain.receiver_count();
+    tracing::info!(
+        open_connections = open,
+        grace_s = grace.as_secs_f64(),
+        "shutting down: no longer accepting connections"
+    );
+    let _ = drain.send(());
+    match tokio::time::timeout(grace, drain.closed()).await {
+        Ok(()) => tracing::info!("all connections finished; exiting"),
+        Err(_) => tracing::warn!(
+            cut = drain.receiver_count(),
+            "grace period over; closing the remaining connections"
+        ),
+    }
+    // The worker threads' runtimes end, dropping what is left on them.
+    let _ = release.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            if let Ok(Err(e)) = thread.join() {
+                tracing::warn!(error = %e, "a serving thread could not start");
+            }
+        }
+    })
+    .await;
+}
+
+/// Accept connections on `listener` until `shutdown` resolves, serving each with a slot
+/// of `serving`, or waiting in its waiting room. One runs on each serving thread.
+async fn accept_loop(
+    listener: Listener,
+    serving: &Arc<ServeOne>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut shutdown = pin!(shutdown);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let limits = serving.limits;
+    let (slots, waiting_room) = (&serving.slots, &serving.waiting_room);
     let mut at_limit = false;
     // Within a run of failed accepts, only the first is logged.
     let mut accept_failing = false;
 
     loop {
-        let permit = match slots.clone().try_acquire_owned() {
+        // A slot, else a place in the waiting room; with both full, wait for either
+        // (the kernel's backlog holds the new connections meanwhile).
+        let ticket = match slots.clone().try_acquire_owned() {
             Ok(p) => {
                 at_limit = false;
-                p
+                Ticket::Slot(p)
             }
             Err(_) => {
                 if !at_limit {
                     at_limit = true;
                     tracing::warn!(
                         max_connections = limits.max_connections,
-                        "connection limit reached; new connections wait until one closes \
-                         (raise max_connections / --max-connections if this is expected)"
+                        "connection limit reached; a new connection waits up to {} ms for                          a slot, then gets 503 (raise max_connections / --max-connections                          if this load is expected)",
+                        WAITING_ROOM_WAIT.as_millis()
                     );
                 }
-                tokio::select! {
-                    p = slots.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
+                match waiting_room.clone().try_acquire_owned() {
+                    Ok(w) => Ticket::Waiting(w),
+                    Err(_) => tokio::select! {
+                        p = slots.clone().acquire_owned() => match p {
+                            Ok(p) => Ticket::Slot(p),
+                            Err(_) => break,
+                        },
+                        w = waiting_room.clone().acquire_owned() => match w {
+                            Ok(w) => Ticket::Waiting(w),
+                            Err(_) => break,
+                        },
+                        () = &mut shutdown => break,
                     },
-                    () = &mut shutdown => break,
                 }
             }
         };
@@ -167,15 +295,85 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let mut stop = drain.subscribe();
+        match ticket {
+            Ticket::Slot(permit) => serving.clone().spawn(stream, peer, permit),
+            Ticket::Waiting(place) => {
+                let serving = serving.clone();
+                let slots = slots.clone();
+                let max = limits.max_connections;
+                tokio::spawn(async move {
+                    let _place = place;
+                    match tokio::time::timeout(WAITING_ROOM_WAIT, slots.acquire_owned()).await {
+                        Ok(Ok(permit)) => serving.spawn(stream, peer, permit),
+                        _ => turn_away(stream, max).await,
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// How many accepted connections may wait for a slot at once when every slot is taken;
+/// each holds one file descriptor (from the reserve `fdlimit` keeps) and no memory to
+/// speak of. Past it, new connections stay in the kernel's backlog.
+pub const WAITING_ROOM: usize = 32;
+
+/// How long a connection in the waiting room waits for a slot before it is answered
+/// 503 with `Retry-After`: long enough to absorb a burst, short enough that a client
+/// behind a flood of slow connections hears at once why it is not served.
+pub const WAITING_ROOM_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest a turned-away connection may take to receive its 503.
+const TURN_AWAY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the accept loop holds for the next connection.
+enum Ticket {
+    /// A connection slot: serve it.
+    Slot(OwnedSemaphorePermit),
+    /// A place in the waiting room: wait for a slot, or answer 503.
+    Waiting(OwnedSemaphorePermit),
+}
+
+/// Everything needed to serve one accepted connection, shared by the accept loop and the
+/// waiting room.
+struct ServeOne {
+    builder: http1::Builder,
+    stack: Stack,
+    bodies: BodyLimits,
+    drain: watch::Sender<()>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    /// Connection slots (`max_connections`), shared by every serving thread.
+    slots: Arc<Semaphore>,
+    /// Places for connections waiting for a slot ([`WAITING_ROOM`]).
+    waiting_room: Arc<Semaphore>,
+    /// Set at shutdown: connections still waiting for a slot are turned away.
+    closing: AtomicBool,
+}
+
+impl ServeOne {
+    /// Serve `stream` in its own task, holding `permit` (its slot) until it closes.
+    fn spawn(self: Arc<Self>, stream: Stream, peer: Peer, permit: OwnedSemaphorePermit) {
+        // Subscribed before `closing` is read: shutdown sets `closing` before it sends
+        // the drain signal, so either this connection is turned away or it sees the
+        // signal.
+        let mut stop = self.drain.subscribe();
+        if self.closing.load(Ordering::SeqCst) {
+            drop(permit);
+            tokio::spawn(turn_away(stream, self.limits.max_connections));
+            return;
+        }
+        let limits = &self.limits;
+        let stream = SendTimeout::new(stream, limits.send_timeout);
         // The one smuggling shape hyper accepts is found in the raw bytes; the request
         // is tagged by the connection's service and refused by the guard.
         let (stream, findings) = ScanIo::with_head_limit(stream, limits.max_header_bytes);
-        let service = Connection::new(stack.clone(), findings, limits.body_idle_timeout);
-        let conn = builder
+        let service = Connection::new(self.stack.clone(), findings, self.bodies.clone());
+        let conn = self
+            .builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let open = metrics.connection();
+        let open = self.metrics.connection();
         tokio::spawn(async move {
             let _open = open;
             let mut conn = pin!(conn);
@@ -192,24 +390,33 @@ pub async fn serve(
             drop(permit);
         });
     }
+}
 
-    drop(listener);
-    drop(stack);
-    // Every connection (idle keep-alives included) and every tunnel holds a receiver.
-    let open = drain.receiver_count();
-    tracing::info!(
-        open_connections = open,
-        grace_s = grace.as_secs_f64(),
-        "shutting down: no longer accepting connections"
+/// Answer a connection that found every slot taken: `503` with `Retry-After`, naming the
+/// limit, then close. What the client sent is read first (as much as has arrived), so
+/// that closing does not reset the connection before the client reads the answer.
+async fn turn_away(mut stream: Stream, max_connections: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = format!(
+        "dcos-token-proxy: all {max_connections} connection slots are taken \
+         (max_connections); retry shortly, or raise --max-connections\n"
     );
-    let _ = drain.send(());
-    match tokio::time::timeout(grace, drain.closed()).await {
-        Ok(()) => tracing::info!("all connections finished; exiting"),
-        Err(_) => tracing::warn!(
-            cut = drain.receiver_count(),
-            "grace period over; closing the remaining connections"
-        ),
-    }
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(TURN_AWAY_TIMEOUT, async {
+        let mut buf = [0u8; 4096];
+        // Whatever has arrived of the request (never waiting for more than a moment).
+        let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await;
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Drain until the client closes, so our close is not a reset.
+        while stream.read(&mut buf).await? > 0 {}
+        std::io::Result::Ok(())
+    })
+    .await;
 }
 
 /// One connection's service: hyper calls it with `&self`, one request at a time; a
@@ -223,17 +430,41 @@ struct Connection<S> {
     findings: Arc<Findings>,
     /// Requests served so far on this connection.
     served: Cell<usize>,
-    /// Each request body's idle limit ([`IdleBody`]).
-    body_idle_timeout: Duration,
+    /// Each request body's limits ([`IdleBody`]).
+    bodies: BodyLimits,
+}
+
+/// The limits every request body gets ([`IdleBody`]), and the tunnel slots that input
+/// streams exempt from the rate hold.
+#[derive(Clone)]
+struct BodyLimits {
+    idle_timeout: Duration,
+    min_rate: u64,
+    tunnels: Tunnels,
+}
+
+impl BodyLimits {
+    /// `body` under these limits. An input stream (`dcos task exec`) is exempt from the
+    /// rate while it holds a tunnel slot; with every slot taken it gets the rate too.
+    fn apply(&self, headers: &http::HeaderMap, body: Incoming) -> IdleBody<Incoming> {
+        let body = IdleBody::new(body, self.idle_timeout, self.min_rate);
+        if self.min_rate > 0
+            && is_input_stream(headers)
+            && let Some(hold) = self.tunnels.try_hold()
+        {
+            return body.exempt(Box::new(hold));
+        }
+        body
+    }
 }
 
 impl<S> Connection<S> {
-    fn new(stack: S, findings: Arc<Findings>, body_idle_timeout: Duration) -> Self {
+    fn new(stack: S, findings: Arc<Findings>, bodies: BodyLimits) -> Self {
         Self {
             stack: RefCell::new(stack),
             findings,
             served: Cell::new(0),
-            body_idle_timeout,
+            bodies,
         }
     }
 }
@@ -261,8 +492,9 @@ where
         if self.findings.oversized(index) {
             req.extensions_mut().insert(OversizedHead);
         }
-        let timeout = self.body_idle_timeout;
-        let req = req.map(|body| IdleBody::new(body, timeout));
+        let (parts, body) = req.into_parts();
+        let body = self.bodies.apply(&parts.headers, body);
+        let req = Request::from_parts(parts, body);
         let mut stack = self.stack.borrow_mut();
         // Every layer is always ready (none applies back-pressure), so one poll answers.
         match stack.poll_ready(&mut Context::from_waker(Waker::noop())) {
@@ -307,6 +539,12 @@ fn log_connection_error(peer: Peer, e: &hyper::Error) {
             %peer,
             "client sent no complete request head within header_read_timeout; connection closed"
         );
+    } else if let Some(stalled) = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .filter(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    {
+        // From SendTimeout: the message names the setting.
+        tracing::info!(%peer, "{stalled}");
     } else if e.is_parse() {
         tracing::debug!(%peer, error = %e, "malformed request; answered 400 and closed");
     } else {

@@ -20,6 +20,7 @@ use dcos_token_proxy::dcos::config::discover;
 use dcos_token_proxy::env::Env;
 use dcos_token_proxy::source::Published;
 use dcos_token_proxy::source::watch::Follow;
+use dcos_token_proxy::types::WatchMode;
 use http::StatusCode;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -97,12 +98,22 @@ struct Following {
 
 impl Following {
     async fn start(root: &Path) -> Self {
+        Self::start_with(root, None).await
+    }
+
+    /// Start following `root` with file events, or by polling every `poll` when given.
+    async fn start_with(root: &Path, poll: Option<Duration>) -> Self {
         let mut settings = test_settings();
         settings.discover.dcos_dir = Some(root.to_path_buf());
         let env = Env::default();
         let cfg = discover(&settings.discover, &env).expect("the attached cluster");
         let proxy = Proxy::bind(&settings, &cfg).await.expect("proxy starts");
-        let proxy = proxy.follow(Follow::new(&settings, env));
+        let mut follow = Follow::new(&settings, env);
+        if let Some(every) = poll {
+            follow.mode = WatchMode::Poll;
+            follow.poll_interval = every;
+        }
+        let proxy = proxy.follow(follow);
         let source = proxy.source();
         let addr = proxy.local_addr().expect("a TCP test proxy");
         let (tx, rx) = oneshot::channel::<()>();
@@ -269,6 +280,40 @@ async fn a_login_in_one_cluster_leaves_the_other_alone() {
     for s in t.prod.seen() {
         assert_ne!(s.authorization(), Some(bearer(&fresh).as_str()));
     }
+}
+
+#[tokio::test]
+async fn a_401_on_a_named_cluster_rereads_its_file_and_retries_with_its_new_token() {
+    let t = TwoClusters::new().await;
+    // Polling once an hour: the proxy sees no change unless a 401 makes it look.
+    let f = Following::start_with(&t.root, Some(Duration::from_secs(3600))).await;
+    let staging_host = f.named("staging");
+    f.until(&staging_host, "/s1", &t.staging, |_, seen| {
+        carries(seen, "/s1", &t.staging_token)
+    })
+    .await;
+
+    // A `dcos auth login` against staging that the proxy missed: the master now accepts
+    // only the new token.
+    let fresh = jwt("alice-staging-again");
+    t.write(STAGING_ID, &t.staging.url, &fresh, "staging");
+    t.staging.revoke(&t.staging_token);
+    t.staging.accept(&fresh);
+    let before = t.staging.count();
+    let (status, body) = f.get_as(&staging_host, "/s2").await;
+    assert_eq!(status, 200, "{body}");
+    let seen = t.staging.seen();
+    assert_eq!(seen.len() - before, 2, "one refused, one retried: {seen:?}");
+    assert!(carries(seen.last(), "/s2", &fresh));
+    // The next request goes with the new token the first time.
+    let (status, _) = f.get_as(&staging_host, "/s3").await;
+    assert_eq!(status, 200);
+    assert_eq!(t.staging.count(), before + 3);
+    assert!(carries(t.staging.seen().last(), "/s3", &fresh));
+    // Prod was not touched by staging's re-read.
+    let (status, _) = f.get_as(&f.named("prod"), "/p1").await;
+    assert_eq!(status, 200);
+    assert!(carries(t.prod.seen().last(), "/p1", &t.prod_token));
 }
 
 /// Run `dcos-token-proxy clusters ARGS` on `root` (off the async threads).

@@ -7,42 +7,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{FakeMaster, VALID, cluster, raw_exchange, settings_with, start};
+use common::{
+    FakeMaster, VALID, assert_refused, cluster, raw, raw_body, raw_exchange, settings_with, start,
+};
 use dcos_token_proxy::dcos::config::SslVerify;
 use dcos_token_proxy::settings::ENV_PATH_SECRET;
 
 const SECRET: &str = "hardening-secret-0123456789abcdef";
-
-/// Send `head` (a request head without its final blank line; `Connection: close` is
-/// added) and return the status code and the whole answer.
-async fn raw(addr: SocketAddr, head: &str) -> (u16, String) {
-    let req = format!("{head}\r\nConnection: close\r\n\r\n");
-    let answer = raw_exchange(addr, req.as_bytes()).await;
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
-    (status, answer)
-}
-
-/// The body of a raw answer.
-fn body_of(answer: &str) -> &str {
-    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
-/// Assert a refusal: the status, the body names `needle`, and the master saw nothing.
-fn assert_refused(master: &FakeMaster, (status, answer): &(u16, String), want: u16, needle: &str) {
-    assert_eq!(*status, want, "{answer}");
-    let body = body_of(answer);
-    assert!(body.starts_with("dcos-token-proxy: "), "{answer}");
-    assert!(body.contains(needle), "{needle:?} not in {answer}");
-    assert!(
-        master.seen().is_empty(),
-        "the master saw a refused request: {:?}",
-        master.seen()
-    );
-}
 
 // ---------------------------------------------------------------------------------------
 // Finding 3: encoded control characters
@@ -321,7 +292,11 @@ async fn finding_10_a_request_carrying_our_own_via_marker_gets_508() {
         )
         .await;
         assert_eq!(answer.0, 508, "{}", answer.1);
-        assert!(body_of(&answer.1).contains("loop detected"), "{}", answer.1);
+        assert!(
+            raw_body(&answer.1).contains("loop detected"),
+            "{}",
+            answer.1
+        );
         assert_eq!(master.count(), 1, "nothing more forwarded");
     }
 }
@@ -494,6 +469,199 @@ async fn finding_02_a_stalled_request_body_gets_408_and_the_upstream_request_is_
         assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     }
     master.wait_inputs_aborted(STALLED).await;
+}
+
+/// Read an answer's head (through the blank line) from the read half of a connection.
+async fn head_from(rd: &mut tokio::net::tcp::OwnedReadHalf) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match rd.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Send `head`, then trickle the body one piece (`piece`, e.g. one byte or one chunk of
+/// one byte) every 100 ms, until the proxy answers or the connection breaks; the head of
+/// the answer, or what the test waited for in vain.
+async fn trickle(addr: SocketAddr, head: &str, piece: &'static [u8], pieces: usize) -> String {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let sending = tokio::spawn(async move {
+        for _ in 0..pieces {
+            if wr.write_all(piece).await.is_err() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = wr.write_all(b"0\r\n\r\n").await;
+        Some(wr)
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(10), head_from(&mut rd))
+        .await
+        .unwrap_or_else(|_| "no answer within 10 s".to_owned());
+    sending.abort();
+    answer
+}
+
+/// The issue's exact shape: a body that sends a byte every 100 ms is never idle for the
+/// body idle timeout (1 s here), but falls behind the minimum rate (100 bytes/s here)
+/// and gets 408, with a `Content-Length` body and a chunked one; the master's side is
+/// abandoned. Before the minimum rate, neither was ever cut.
+#[tokio::test]
+async fn finding_02_a_body_trickling_a_byte_at_a_time_falls_behind_the_minimum_rate() {
+    let (master, proxy) = start(
+        &["--body-idle-timeout", "1s", "--body-min-rate", "100"],
+        &[],
+    )
+    .await;
+    let sized = "POST /exec-input HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n";
+    let chunked =
+        "POST /exec-input HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let (a, b) = tokio::join!(
+        trickle(proxy.addr, sized, b"x", 100_000),
+        trickle(proxy.addr, chunked, b"1\r\nx\r\n", 100_000),
+    );
+    for answer in [a, b] {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    master.wait_inputs_aborted(2).await;
+}
+
+/// `dcos task exec`'s input stream (chunked `application/recordio`, keystrokes and
+/// heartbeats) keeps no rate: it is exempt while it holds a tunnel slot, so it lives past
+/// the rate deadline and ends with the master's answer. A second one, with the only
+/// tunnel slot taken, is cut like any trickle: the shape alone buys nothing.
+#[tokio::test]
+async fn finding_02_an_exec_input_stream_is_exempt_from_the_rate_while_tunnel_slots_last() {
+    let (master, proxy) = start(
+        &[
+            "--body-idle-timeout",
+            "1s",
+            "--body-min-rate",
+            "100",
+            "--max-tunnels",
+            "1",
+        ],
+        &[],
+    )
+    .await;
+    let exec = "POST /exec-input HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+                Content-Type: application/recordio\r\nMessage-Content-Type: application/json\r\n\r\n";
+    let mut chunks = master.chunk_events();
+    // 30 one-byte records over 3 s: 10 bytes/s, three times past the rate deadline.
+    let first = tokio::spawn(trickle(proxy.addr, exec, b"1\r\nk\r\n", 30));
+    chunks
+        .recv()
+        .await
+        .expect("the first stream reached the master");
+    let second = trickle(proxy.addr, exec, b"1\r\nk\r\n", 100_000).await;
+    assert!(second.starts_with("HTTP/1.1 408"), "{second}");
+    let first = first.await.unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert_eq!(master.inputs_aborted(), 1);
+}
+
+/// The master answers an input stream (`dcos task exec`) or an upload only once the
+/// whole body is in, so the response timeout counts from the end of the body: a stream
+/// that lasts longer than the timeout gets the master's answer, not 504. A master that
+/// stays silent after the body has ended still gets the 504.
+#[tokio::test]
+async fn an_input_stream_longer_than_the_response_timeout_gets_the_masters_answer() {
+    let (master, proxy) = start(&["--response-timeout", "1s"], &[]).await;
+    let exec = "POST /exec-input HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+                Content-Type: application/recordio\r\n\r\n";
+    // 25 records, one every 100 ms: 2.5 s, more than twice the response timeout.
+    let answer = trickle(proxy.addr, exec, b"1\r\nk\r\n", 25).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(master.inputs_aborted(), 0);
+    // A body that has ended, then silence: 504 naming the setting.
+    let slow = "POST /slow HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let answer = trickle(proxy.addr, slow, b"1\r\nk\r\n", 2).await;
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+}
+
+/// With every connection slot held by stalled uploads, a new client is answered at once
+/// (503, `Retry-After`, naming the limit) instead of waiting unanswered in the backlog;
+/// once a slot frees, requests are served again.
+#[tokio::test]
+async fn finding_02_with_every_slot_taken_a_fresh_request_is_answered_503_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let (master, proxy) = start(
+        &["--max-connections", "2", "--body-idle-timeout", "30s"],
+        &[],
+    )
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(
+            b"POST /exec-input HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nx",
+        )
+        .await
+        .unwrap();
+        stalled.push(s);
+    }
+    master.wait_for(2).await;
+    let (status, answer) = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw(proxy.addr, "GET /fresh HTTP/1.1\r\nHost: localhost"),
+    )
+    .await
+    .expect("a fresh request is answered while every slot is taken");
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(raw_body(&answer).contains("max_connections"), "{answer}");
+    assert_eq!(master.count(), 2, "the turned-away request reached no one");
+    // One upload gives up: its slot serves the next request.
+    drop(stalled.pop());
+    let (status, answer) = raw(proxy.addr, "GET /fresh HTTP/1.1\r\nHost: localhost").await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// A client that asks for a large download and stops reading: once the proxy has not
+/// been able to write to it for the send timeout, the connection is closed and its slot
+/// serves others. Before, it held the only slot for as long as it liked.
+#[tokio::test]
+async fn finding_02_a_client_that_stops_reading_is_closed_after_the_send_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (_master, proxy) = start(&["--max-connections", "1", "--send-timeout", "1s"], &[]).await;
+    let mut reader = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    reader
+        .write_all(b"GET /download?bytes=4000000000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let head = common::read_head(&mut reader).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Nothing more is read. Each try is answered (503 while the slot is held, within a
+    // second); the slot must come free.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, answer) = tokio::time::timeout(
+            Duration::from_secs(5),
+            raw(proxy.addr, "GET /fresh HTTP/1.1\r\nHost: localhost"),
+        )
+        .await
+        .expect("every try is answered");
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled reader still holds the only slot"
+        );
+    }
+    drop(reader);
 }
 
 // ---------------------------------------------------------------------------------------

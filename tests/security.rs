@@ -7,47 +7,16 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{FakeMaster, get, raw_exchange, read_head, start, ws_echo};
+use common::{
+    FakeMaster, assert_refused, get, raw, raw_body, raw_exchange, read_head, start, status_of,
+    ws_echo,
+};
 use dcos_token_proxy::settings::ENV_PATH_SECRET;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SECRET: &str = "test-path-secret-0123456789abcdef";
-
-/// Send `head` (a request head without its final blank line; `Connection: close` is
-/// added) and return the status code and the whole answer.
-async fn raw(addr: SocketAddr, head: &str) -> (u16, String) {
-    let req = format!("{head}\r\nConnection: close\r\n\r\n");
-    let answer = raw_exchange(addr, req.as_bytes()).await;
-    (status_of(&answer), answer)
-}
-
-fn status_of(answer: &str) -> u16 {
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
-}
-
-/// The body of a raw answer.
-fn body_of(answer: &str) -> &str {
-    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
-/// Assert a refusal: the status, the body names `needle`, and the master saw nothing.
-fn assert_refused(master: &FakeMaster, (status, answer): &(u16, String), want: u16, needle: &str) {
-    assert_eq!(*status, want, "{answer}");
-    let body = body_of(answer);
-    assert!(body.starts_with("dcos-token-proxy: "), "{answer}");
-    assert!(body.contains(needle), "{needle:?} not in {answer}");
-    assert!(
-        master.seen().is_empty(),
-        "the master saw a refused request: {:?}",
-        master.seen()
-    );
-}
 
 // ---------------------------------------------------------------------------------------
 // Host (DNS rebinding)
@@ -227,7 +196,11 @@ async fn absolute_form_targets_never_choose_the_destination() {
     )
     .await;
     assert_eq!(answer.0, 403, "{}", answer.1);
-    assert!(body_of(&answer.1).contains("allowed_hosts"), "{}", answer.1);
+    assert!(
+        raw_body(&answer.1).contains("allowed_hosts"),
+        "{}",
+        answer.1
+    );
     assert_eq!(master.seen().len(), 1, "nothing more forwarded");
 }
 
@@ -333,7 +306,7 @@ async fn read_only_passes_get_head_options_only() {
         )
         .await;
         assert_eq!(status, 403, "{m}: {answer}");
-        assert!(body_of(&answer).contains("read_only"), "{answer}");
+        assert!(raw_body(&answer).contains("read_only"), "{answer}");
         master_saw_nothing_more(&master);
     }
     let host = format!("localhost:{}", proxy.addr.port());
@@ -548,6 +521,8 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
     assert!(closed.is_ok(), "the idle connection was not closed");
 }
 
+/// A connection past the limit waits (in the waiting room, up to a second) and is served
+/// once a slot frees; `tests/hardening.rs` covers the 503 when none frees in time.
 #[tokio::test]
 async fn connections_beyond_max_connections_wait_for_a_free_slot() {
     let (_master, proxy) = start(&["--max-connections", "1"], &[]).await;

@@ -176,16 +176,19 @@ fn service_account_master_env(master: &FakeMaster) -> Vec<(&'static str, String)
     ]
 }
 
+/// A fake master where the service account `SA` logs in for tokens that live `lifetime`,
+/// and a ready sidecar (started with `args`) logged in as that account.
+async fn logged_in_sidecar(lifetime: Duration, args: &[&str]) -> (FakeMaster, Sidecar) {
+    let master = FakeMaster::start().await;
+    master.enable_login(LoginAccount::service_account(SA, SA_KEY_PKCS8, lifetime));
+    let mut proxy = Sidecar::start(args, &service_account_master_env(&master)).await;
+    proxy.ready().await;
+    (master, proxy)
+}
+
 #[tokio::test]
 async fn four_busy_clients_never_see_a_401_over_several_token_lifetimes() {
-    let master = FakeMaster::start().await;
-    master.enable_login(LoginAccount::service_account(
-        SA,
-        SA_KEY_PKCS8,
-        Duration::from_secs(3),
-    ));
-    let mut proxy = Sidecar::start(&[], &service_account_master_env(&master)).await;
-    proxy.ready().await;
+    let (master, mut proxy) = logged_in_sidecar(Duration::from_secs(3), &[]).await;
     let line = proxy.wait_line(&["logged in to DC/OS"]).await;
     assert!(line.contains(SA), "{line}");
 
@@ -274,14 +277,7 @@ async fn a_rejected_login_keeps_readyz_at_503_and_says_why() {
 
 #[tokio::test]
 async fn a_401_makes_20_concurrent_requests_share_one_login() {
-    let master = FakeMaster::start().await;
-    master.enable_login(LoginAccount::service_account(
-        SA,
-        SA_KEY_PKCS8,
-        Duration::from_secs(600),
-    ));
-    let mut proxy = Sidecar::start(&[], &service_account_master_env(&master)).await;
-    proxy.ready().await;
+    let (master, proxy) = logged_in_sidecar(Duration::from_secs(600), &[]).await;
     assert_eq!(master.successful_logins(), 1);
     // A login younger than a second answers a 401 by itself; let that pass.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -327,14 +323,7 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
 
 #[tokio::test]
 async fn metrics_parse_and_move_with_requests() {
-    let master = FakeMaster::start().await;
-    master.enable_login(LoginAccount::service_account(
-        SA,
-        SA_KEY_PKCS8,
-        Duration::from_secs(600),
-    ));
-    let mut proxy = Sidecar::start(&[], &service_account_master_env(&master)).await;
-    proxy.ready().await;
+    let (_master, proxy) = logged_in_sidecar(Duration::from_secs(600), &[]).await;
     let reads = [("method", "read"), ("status", "2xx")];
     let before = metrics(&proxy).await;
     let base = value(&before, "dcos_token_proxy_requests_total", &reads).unwrap();
@@ -387,14 +376,7 @@ async fn metrics_parse_and_move_with_requests() {
 
 #[tokio::test]
 async fn sigterm_lets_10_slow_requests_finish_then_exits_0() {
-    let master = FakeMaster::start().await;
-    master.enable_login(LoginAccount::service_account(
-        SA,
-        SA_KEY_PKCS8,
-        Duration::from_secs(600),
-    ));
-    let mut proxy = Sidecar::start(&[], &service_account_master_env(&master)).await;
-    proxy.ready().await;
+    let (master, mut proxy) = logged_in_sidecar(Duration::from_secs(600), &[]).await;
     let seen = master.count();
     let slow: Vec<_> = (0..10)
         .map(|_| {
@@ -418,14 +400,7 @@ async fn sigterm_lets_10_slow_requests_finish_then_exits_0() {
 
 #[tokio::test]
 async fn quitquitquit_waits_for_the_request_in_flight_then_exits_0() {
-    let master = FakeMaster::start().await;
-    master.enable_login(LoginAccount::service_account(
-        SA,
-        SA_KEY_PKCS8,
-        Duration::from_secs(600),
-    ));
-    let mut proxy = Sidecar::start(&[], &service_account_master_env(&master)).await;
-    proxy.ready().await;
+    let (master, mut proxy) = logged_in_sidecar(Duration::from_secs(600), &[]).await;
     let seen = master.count();
     let url = format!("{}/hold", proxy.url);
     let slow = tokio::spawn(async move { get(&url, &[]).await });
@@ -519,14 +494,7 @@ fn rotate(file: &Path, token: &str) {
 
 #[tokio::test]
 async fn no_key_login_token_or_token_is_logged_at_trace_level() {
-    let master = FakeMaster::start().await;
-    master.enable_login(LoginAccount::service_account(
-        SA,
-        SA_KEY_PKCS8,
-        Duration::from_secs(600),
-    ));
-    let mut proxy = Sidecar::start(&["-vv"], &service_account_master_env(&master)).await;
-    proxy.ready().await;
+    let (master, mut proxy) = logged_in_sidecar(Duration::from_secs(600), &["-vv"]).await;
     let (parts, _) = get(&format!("{}/traced", proxy.url), &[]).await;
     assert_eq!(parts.status, StatusCode::OK);
     proxy.sigterm();

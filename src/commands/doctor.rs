@@ -671,7 +671,7 @@ pub(crate) async fn fetch(
     if let Some(auth) = upstream.auth.clone().filter(|_| with_token) {
         req.headers_mut().insert(header::AUTHORIZATION, auth);
     }
-    let resp = tokio::time::timeout(timeout, upstream.client.request(req))
+    let resp = tokio::time::timeout(timeout, upstream.client().request(req))
         .await
         .map_err(|_| format!("no answer within {}", human_duration(timeout)))?
         .map_err(|e| describe(&e))?;

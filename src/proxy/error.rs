@@ -50,10 +50,10 @@ pub enum ProxyError {
     /// The client did not send its (small, buffered) request body in time.
     #[error("the request body did not arrive within {}s; send it, or a shorter Content-Length", .0.as_secs_f64())]
     BodyTimeout(Duration),
-    /// The client's (streamed) request body stalled; the request to the master was
-    /// abandoned.
+    /// The client's (streamed) request body stalled or trickled; the request to the
+    /// master was abandoned.
     #[error("{0}; the request to the master was abandoned")]
-    BodyIdle(crate::upstream::BodyIdle),
+    BodyCut(crate::upstream::BodyCut),
     /// Every tunnel slot is taken (`max_tunnels`).
     #[error(
         "too many open tunnels (WebSocket connections): {0} are open, the max_tunnels \
@@ -75,7 +75,7 @@ impl ProxyError {
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) | Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
-            Self::BodyTimeout(_) | Self::BodyIdle(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTimeout(_) | Self::BodyCut(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unconfigured(_) | Self::TooManyTunnels(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownCluster(_) => StatusCode::NOT_FOUND,
         }
@@ -90,7 +90,7 @@ impl ProxyError {
             Self::BadRequest(_)
             | Self::ClientBody { .. }
             | Self::BodyTimeout(_)
-            | Self::BodyIdle(_)
+            | Self::BodyCut(_)
             | Self::TooManyTunnels(_)
             | Self::UnknownCluster(_) => ErrorKind::Client,
             Self::Unconfigured(_) => ErrorKind::Unconfigured,
@@ -100,8 +100,8 @@ impl ProxyError {
     /// The error for a failed exchange with the master, with the cause worked out from
     /// `err`: a 400 when the client's own request body broke, else a 502.
     pub fn upstream(url: &str, err: &(dyn StdError + 'static)) -> Self {
-        if let Some(idle) = crate::upstream::idle::body_idle(err) {
-            return Self::BodyIdle(idle);
+        if let Some(cut) = crate::upstream::idle::body_cut(err) {
+            return Self::BodyCut(cut);
         }
         if let Some(cause) = client_body_failure(err) {
             return Self::ClientBody { cause };

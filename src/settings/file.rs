@@ -29,6 +29,10 @@ pub struct FileSettings {
     pub header_read_timeout: Option<DurationSetting>,
     /// `body_idle_timeout`: e.g. "60s".
     pub body_idle_timeout: Option<DurationSetting>,
+    /// `body_min_rate`: bytes per second, 0 for none.
+    pub body_min_rate: Option<u64>,
+    /// `send_timeout`: e.g. "60s".
+    pub send_timeout: Option<DurationSetting>,
     /// `allow_remote`: permit a non-loopback `listen` address.
     pub allow_remote: Option<bool>,
     /// `allowed_hosts`: `Host` patterns.
@@ -56,6 +60,8 @@ pub struct FileSettings {
     pub max_connections: Option<usize>,
     /// `max_tunnels`.
     pub max_tunnels: Option<usize>,
+    /// `worker_threads`: serving threads.
+    pub worker_threads: Option<usize>,
     /// `tunnel_idle_timeout`: e.g. "1h".
     pub tunnel_idle_timeout: Option<DurationSetting>,
     /// `max_header_bytes`.

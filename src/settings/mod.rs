@@ -42,8 +42,20 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// pauses longer than this (an interactive input stream with no keep-alive records)
 /// needs a higher `body_idle_timeout`.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The most client connections served at once; more wait in the kernel's backlog until
-/// one closes. High for a local proxy: browsers open 6 per host, dashboards a few more.
+/// The least rate, in bytes per second, a request body must keep once its first
+/// `body_idle_timeout` is over (the deadline moves on by one second per this many bytes),
+/// so that a body trickling a byte at a time cannot hold a connection slot for long. Far
+/// below any real upload; `dcos task exec` input streams are exempt while tunnel slots
+/// last. 0 turns the rate limit off.
+pub const DEFAULT_BODY_MIN_RATE: u64 = 1024;
+/// How long the proxy may fail to write anything to a client that has stopped reading
+/// (a full socket buffer) before it closes the connection; a slow reader cannot hold a
+/// slot for ever. Streams where the server sends rarely are not affected: only a write
+/// that cannot proceed is timed.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most client connections served at once; a connection past it waits up to a second
+/// for a slot, then gets 503 (`server::WAITING_ROOM_WAIT`). High for a local proxy:
+/// browsers open 6 per host, dashboards a few more.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// The most tunnels (WebSocket connections after `101 Switching Protocols`) open at
 /// once; a master's `101` beyond it is answered 503. Each holds two file descriptors and
@@ -119,6 +131,8 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// The most tunnels open at once.
     pub max_tunnels: usize,
+    /// Serving threads (one runtime and one upstream pool each).
+    pub worker_threads: usize,
     /// Tunnel idle timeout.
     pub tunnel_idle_timeout: Duration,
     /// Client `Authorization` policy.
@@ -129,6 +143,10 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Request body idle timeout.
     pub body_idle_timeout: Duration,
+    /// Request body minimum rate after the idle timeout, bytes per second (0: off).
+    pub body_min_rate: u64,
+    /// Time a write to a client that does not read may stall.
+    pub send_timeout: Duration,
     /// Upstream response-header timeout.
     pub response_timeout: Duration,
     /// Upstream TCP connect timeout.
@@ -158,11 +176,14 @@ impl Default for Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_tunnels: DEFAULT_MAX_TUNNELS,
+            worker_threads: crate::worker::default_count(),
             tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             client_auth: ClientAuth::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            body_min_rate: DEFAULT_BODY_MIN_RATE,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             route: RouteOptions::default(),
@@ -222,6 +243,14 @@ impl Settings {
                 "must be greater than zero".into(),
             ));
         }
+        s.body_min_rate = cli
+            .body_min_rate
+            .or(file.body_min_rate)
+            .unwrap_or(DEFAULT_BODY_MIN_RATE);
+        pick_duration(&mut s.send_timeout, cli.send_timeout, file.send_timeout);
+        if s.send_timeout.is_zero() {
+            return Err(invalid("send_timeout", "must be greater than zero".into()));
+        }
         pick_duration(
             &mut s.response_timeout,
             cli.response_timeout,
@@ -272,6 +301,13 @@ impl Settings {
             .unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if s.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        s.worker_threads = cli
+            .worker_threads
+            .or(file.worker_threads)
+            .unwrap_or_else(crate::worker::default_count);
+        if s.worker_threads == 0 {
+            return Err(invalid("worker_threads", "must be at least 1".into()));
         }
         s.max_tunnels = cli
             .max_tunnels

@@ -127,7 +127,7 @@ impl TokenPublisher {
 
     /// The master's pooled client (what a login uses too).
     pub fn client(&self) -> &crate::upstream::HttpsClient {
-        &self.base.client
+        self.base.client()
     }
 
     /// The master URL.

@@ -1,20 +1,34 @@
-//! The client's request body on its way to the master, with an idle limit: once a body
-//! has started to be read, each frame must follow the last within the body idle timeout,
-//! or the body ends in a [`BodyIdle`] error. hyper's client then abandons the request to
-//! the master (its connection is closed mid-body, so the master never takes a truncated
-//! upload for a whole one), and the proxy answers the client 408.
+//! The client's request body on its way to the master, with two limits that keep a slow
+//! client from holding a connection slot (and a master connection) for as long as it
+//! likes once its headers are in (hyper's header read timeout no longer applies then):
 //!
-//! Why: once a request's headers are in, hyper's header read timeout no longer applies,
-//! and a body that trickles or stops holds a connection slot (and a master connection)
-//! for as long as the client likes. The timer starts at the first read, not at the
-//! headers, because the body is first read once the master connection is ready.
+//! - **idle**: once the body has started to be read, each frame must follow the last
+//!   within the body idle timeout;
+//! - **rate**: by any moment, the body must have sent at least `min_rate` bytes per
+//!   second beyond a grace equal to the idle timeout (`mod_reqtimeout`'s `MinRate`): the
+//!   deadline starts at the idle timeout after the first read and moves on by one second
+//!   per `min_rate` bytes received. A body that trickles one byte every few seconds is
+//!   never idle, but falls behind.
+//!
+//! A body that breaks either limit ends in a [`BodyCut`] error. hyper's client then
+//! abandons the request to the master (its connection is closed mid-body, so the master
+//! never takes a truncated upload for a whole one), and the proxy answers the client 408.
+//!
+//! Long-lived input streams (`dcos task exec`'s `ATTACH_CONTAINER_INPUT`: keystrokes and
+//! a heartbeat every 30 s) cannot keep any rate; the server exempts them from the rate
+//! (not from the idle limit) while they hold a tunnel slot ([`IdleBody::exempt`]), so
+//! that they, too, can never take every connection slot.
+//!
+//! Per frame this costs one clock read and an addition: the idle timer is not reset per
+//! frame, it is re-armed only when it fires early.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -22,35 +36,122 @@ use tokio::time::{Instant, Sleep};
 /// The error type of [`IdleBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// No byte of the request body arrived within the body idle timeout.
+/// Why a request body was cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "no byte of the request body arrived for {}s (body_idle_timeout)",
-    .0.as_secs_f64()
-)]
-pub struct BodyIdle(pub Duration);
+pub enum BodyCut {
+    /// No byte of the body arrived within the idle timeout.
+    #[error(
+        "no byte of the request body arrived for {}s (body_idle_timeout)",
+        .0.as_secs_f64()
+    )]
+    Idle(Duration),
+    /// The body fell behind the minimum rate.
+    #[error(
+        "the request body arrived slower than {min_rate} bytes/s after its first {}s \
+         (body_min_rate); send it faster, or lower body_min_rate (0 turns the rate limit \
+         off)",
+        .grace.as_secs_f64()
+    )]
+    TooSlow {
+        /// The minimum rate, in bytes per second.
+        min_rate: u64,
+        /// The grace before the rate applies (the idle timeout).
+        grace: Duration,
+    },
+}
+
+/// What an exempt body holds for as long as it lives (a tunnel slot).
+pub type Hold = Box<dyn std::any::Any + Send + Sync>;
+
+/// When a streamed request body was sent in full, shared with the response timeout:
+/// the master's answer is only due once the whole request is in (an exec input stream
+/// or a long upload is answered at its end), so the response timeout counts from then.
+#[derive(Debug, Clone, Default)]
+pub struct BodySent(Arc<OnceLock<Instant>>);
+
+impl BodySent {
+    /// When the body ended, if it has.
+    pub fn at(&self) -> Option<Instant> {
+        self.0.get().copied()
+    }
+
+    fn mark(&self) {
+        let _ = self.0.set(Instant::now());
+    }
+}
 
 pin_project! {
-    /// A request body that fails with [`BodyIdle`] when it stalls.
-    #[derive(Debug)]
+    /// A request body that fails with [`BodyCut`] when it stalls or trickles.
     pub struct IdleBody<B> {
         #[pin]
         inner: B,
         // Made at the first read (a body never read, e.g. an empty one, costs nothing);
         // boxed because the upstream client needs an `Unpin` body.
-        deadline: Option<Pin<Box<Sleep>>>,
+        timer: Option<Pin<Box<Sleep>>>,
+        // When the last frame arrived, and when the first read happened.
+        last: Option<Instant>,
+        started: Option<Instant>,
         timeout: Duration,
+        // Bytes per second, 0 for no rate limit.
+        min_rate: u64,
+        received: u64,
+        hold: Option<Hold>,
+        sent: Option<BodySent>,
+    }
+}
+
+impl<B> std::fmt::Debug for IdleBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleBody")
+            .field("timeout", &self.timeout)
+            .field("min_rate", &self.min_rate)
+            .field("received", &self.received)
+            .field("exempt", &self.hold.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl<B> IdleBody<B> {
-    /// `inner`, allowed to pause at most `timeout` between frames once read.
-    pub fn new(inner: B, timeout: Duration) -> Self {
+    /// `inner`, allowed to pause at most `timeout` between frames once read, and to
+    /// send fewer than `min_rate` bytes per second (0: no rate limit) only within its
+    /// first `timeout`.
+    pub fn new(inner: B, timeout: Duration, min_rate: u64) -> Self {
         Self {
             inner,
-            deadline: None,
+            timer: None,
+            last: None,
+            started: None,
             timeout,
+            min_rate,
+            received: 0,
+            hold: None,
+            sent: None,
         }
+    }
+
+    /// The handle that tells when this body has been sent in full.
+    pub fn sent(&mut self) -> BodySent
+    where
+        B: Body,
+    {
+        let sent = self.sent.get_or_insert_with(BodySent::default).clone();
+        if self.inner.is_end_stream() {
+            sent.mark();
+        }
+        sent
+    }
+
+    /// No rate limit for this body (the idle limit stays), for as long as it keeps
+    /// `hold`.
+    pub fn exempt(mut self, hold: Hold) -> Self {
+        self.min_rate = 0;
+        self.hold = Some(hold);
+        self
+    }
+
+    /// Whether this body is exempt from the rate limit.
+    pub fn is_exempt(&self) -> bool {
+        self.hold.is_some()
     }
 }
 
@@ -66,19 +167,53 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         let timeout = *this.timeout;
-        let deadline = this
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
-                deadline.as_mut().reset(Instant::now() + timeout);
+                let now = Instant::now();
+                let started = *this.started.get_or_insert(now);
+                *this.last = Some(now);
+                if let Some(Ok(f)) = &frame
+                    && let Some(data) = f.data_ref()
+                {
+                    *this.received += data.remaining() as u64;
+                    if *this.min_rate > 0 {
+                        let allowed =
+                            timeout.as_secs_f64() + *this.received as f64 / *this.min_rate as f64;
+                        if now.duration_since(started).as_secs_f64() > allowed {
+                            return Poll::Ready(Some(Err(Box::new(BodyCut::TooSlow {
+                                min_rate: *this.min_rate,
+                                grace: timeout,
+                            }))));
+                        }
+                    }
+                }
+                if let Some(sent) = this.sent.as_ref()
+                    && (frame.is_none() || this.inner.is_end_stream())
+                {
+                    sent.mark();
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                ready!(deadline.as_mut().poll(cx));
-                Poll::Ready(Some(Err(Box::new(BodyIdle(timeout)))))
+                let now = Instant::now();
+                let last = *this.last.get_or_insert(now);
+                this.started.get_or_insert(now);
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last + timeout)));
+                loop {
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // The timer fired: a real stall, or frames came since it was armed.
+                    let due = this.last.unwrap_or(last) + timeout;
+                    if Instant::now() >= due {
+                        return Poll::Ready(Some(Err(Box::new(BodyCut::Idle(timeout)))));
+                    }
+                    timer.as_mut().reset(due);
+                }
             }
         }
     }
@@ -92,12 +227,32 @@ where
     }
 }
 
-/// The [`BodyIdle`] in `err`'s chain of sources, if any.
-pub fn body_idle(err: &(dyn std::error::Error + 'static)) -> Option<BodyIdle> {
+/// Whether a request with `headers` is a long-lived input stream, the shape of
+/// `dcos task exec`'s `ATTACH_CONTAINER_INPUT` (reference §8): a chunked body (no
+/// `Content-Length`) of `application/recordio` records. Such a body may be exempted from
+/// the rate limit; anyone can send this shape, so the exemption is bounded by the
+/// tunnel slots it holds.
+pub fn is_input_stream(headers: &http::HeaderMap) -> bool {
+    let chunked = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    let recordio = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().get(..RECORDIO.len()))
+        .is_some_and(|t| t.eq_ignore_ascii_case(RECORDIO.as_bytes()));
+    chunked && recordio && !headers.contains_key(http::header::CONTENT_LENGTH)
+}
+
+/// The content type of Mesos' streamed API calls.
+const RECORDIO: &str = "application/recordio";
+
+/// The [`BodyCut`] in `err`'s chain of sources, if any.
+pub fn body_cut(err: &(dyn std::error::Error + 'static)) -> Option<BodyCut> {
     let mut next = Some(err);
     while let Some(e) = next {
-        if let Some(idle) = e.downcast_ref::<BodyIdle>() {
-            return Some(*idle);
+        if let Some(cut) = e.downcast_ref::<BodyCut>() {
+            return Some(*cut);
         }
         next = e.source();
     }
@@ -107,23 +262,137 @@ pub fn body_idle(err: &(dyn std::error::Error + 'static)) -> Option<BodyIdle> {
 #[cfg(test)]
 mod tests {
     use http_body_util::{BodyExt, StreamBody};
+    use tokio::sync::mpsc;
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_body_that_stops_sending_fails_with_body_idle() {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, BoxError>>();
+    type Sender = mpsc::UnboundedSender<Result<Frame<Bytes>, BoxError>>;
+
+    fn channel_body(
+        timeout: Duration,
+        min_rate: u64,
+    ) -> (Sender, IdleBody<impl Body<Data = Bytes, Error = BoxError>>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Result<Frame<Bytes>, BoxError>>();
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        (
+            tx,
+            IdleBody::new(StreamBody::new(stream), timeout, min_rate),
+        )
+    }
+
+    fn byte(i: u8) -> Result<Frame<Bytes>, BoxError> {
+        Ok(Frame::data(Bytes::from(vec![i])))
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_sending_fails_with_idle() {
         let timeout = Duration::from_millis(200);
-        let mut body = IdleBody::new(StreamBody::new(stream), timeout);
+        let (tx, mut body) = channel_body(timeout, 0);
         for i in 0..3 {
-            tx.send(Ok(Frame::data(Bytes::from(vec![i])))).unwrap();
+            tx.send(byte(i)).unwrap();
             let frame = body.frame().await.unwrap().unwrap();
             assert_eq!(frame.into_data().unwrap(), Bytes::from(vec![i]));
         }
-        // Then nothing (the sender is still open): the body fails with BodyIdle.
+        // Then nothing (the sender is still open): the body fails with Idle.
         let err = body.frame().await.unwrap().unwrap_err();
-        assert_eq!(body_idle(&*err), Some(BodyIdle(timeout)));
+        assert_eq!(body_cut(&*err), Some(BodyCut::Idle(timeout)));
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickle_that_is_never_idle_falls_behind_the_rate() {
+        // One byte every 2 s never leaves the body idle for 10 s, but at 100 bytes/s it
+        // is behind after 10 s and a few bytes.
+        let timeout = Duration::from_secs(10);
+        let (tx, mut body) = channel_body(timeout, 100);
+        let mut seconds = 0;
+        let err = loop {
+            tx.send(byte(b'x')).unwrap();
+            match body.frame().await.unwrap() {
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+            tokio::time::advance(Duration::from_secs(2)).await;
+            seconds += 2;
+            assert!(seconds < 30, "never cut");
+        };
+        assert_eq!(
+            body_cut(&*err),
+            Some(BodyCut::TooSlow {
+                min_rate: 100,
+                grace: timeout
+            })
+        );
+        assert!((10..=12).contains(&seconds), "cut after {seconds} s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exempt_trickle_lives_on_but_still_dies_idle() {
+        let timeout = Duration::from_secs(10);
+        let (tx, body) = channel_body(timeout, 100);
+        let mut body = body.exempt(Box::new(()));
+        assert!(body.is_exempt());
+        for _ in 0..30 {
+            tx.send(byte(b'k')).unwrap();
+            body.frame().await.unwrap().unwrap();
+            tokio::time::advance(Duration::from_secs(9)).await;
+        }
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(body_cut(&*err), Some(BodyCut::Idle(timeout)));
+        drop(tx);
+    }
+
+    #[test]
+    fn only_chunked_recordio_bodies_are_input_streams() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            h
+        };
+        let exec = [
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/recordio"),
+            ("message-content-type", "application/json"),
+        ];
+        assert!(is_input_stream(&headers(&exec)));
+        assert!(is_input_stream(&headers(&[
+            ("transfer-encoding", "Chunked"),
+            ("content-type", "Application/RecordIO; charset=x"),
+        ])));
+        assert!(!is_input_stream(&headers(&[(
+            "transfer-encoding",
+            "chunked"
+        )])));
+        assert!(!is_input_stream(&headers(&[
+            ("content-length", "10"),
+            ("content-type", "application/recordio"),
+        ])));
+        assert!(!is_input_stream(&headers(&[
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/json"),
+        ])));
+        assert!(!is_input_stream(&headers(&[
+            ("transfer-encoding", "gzip"),
+            ("content-type", "application/recordio"),
+        ])));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_body_is_never_cut() {
+        let timeout = Duration::from_secs(1);
+        let (tx, mut body) = channel_body(timeout, 1000);
+        for _ in 0..100 {
+            tx.send(Ok(Frame::data(Bytes::from(vec![0; 2000]))))
+                .unwrap();
+            body.frame().await.unwrap().unwrap();
+            tokio::time::advance(Duration::from_millis(500)).await;
+        }
+        drop(tx);
+        assert!(body.frame().await.is_none());
     }
 }

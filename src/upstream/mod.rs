@@ -20,6 +20,7 @@ pub mod route;
 pub(crate) mod tls;
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,7 +34,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use self::idle::{BodyIdle, IdleBody};
+pub use self::idle::{BodyCut, IdleBody};
 pub use self::origin::MasterOrigin;
 use self::route::RouteConnector;
 pub use self::route::{Route, RouteOptions};
@@ -50,13 +51,18 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's read-buffer limit on connections to the master, which is also the largest
 /// frame of a response body passed on to the client (hyper's default is 408 KiB). hyper
 /// grows the buffer only while reads fill it, so small responses keep small buffers; a
-/// streaming download holds at most this much per connection. Measured on 2 shared cores
-/// (a 1 GiB download from nginx through the proxy to curl, 3 runs per variant, alternated,
-/// see the README's Performance section): 1 MiB halved the proxy's context switches per
-/// GiB (about 6,000 to 3,300–4,300) and cut its CPU per GiB by about 10 % (673–683 ms to
-/// 590–660 ms), for about 4 MiB more peak RSS; 2 MiB gained little more (520 ms) for 7 MiB
-/// more RSS. A larger `SO_RCVBUF` (4 MiB) on the same connection changed nothing
-/// measurable, and a fixed 64 KiB read size cost 45 % more CPU, so neither is set.
+/// streaming download holds at most this much per connection.
+///
+/// Measured on 2 shared cores, a 1 GiB download from nginx through the proxy to curl,
+/// 3 downloads per run, alternating runs (`perf stat` on the proxy; system calls do not
+/// depend on the machine's load): with 408 KiB, 8,173 and 7,895 system calls per GiB
+/// (2,798 and 2,703 `recvfrom`); with 1 MiB, 4,235 and 4,258 (1,052 and 1,141
+/// `recvfrom`), for about 4 MiB more peak RSS (9–10.5 MiB to 14–15 MiB). CPU time per
+/// GiB moved too little to tell apart from the machine's noise (630, 553, 600 ms against
+/// 640, 533, 486 ms). Before thread-per-core, the same change also halved the context
+/// switches per GiB (about 6,000 to 3,300–4,300). A larger `SO_RCVBUF` (4 MiB) on the
+/// same connection changed nothing measurable, and a fixed 64 KiB read size
+/// (`http1_read_buf_exact_size`) cost 45 % more CPU, so neither is set.
 pub const UPSTREAM_MAX_BUF_SIZE: usize = 1024 * 1024;
 
 /// The request body sent to the master: the client's body (`B`: hyper's [`Incoming`]
@@ -66,6 +72,53 @@ pub type RequestBody<B = IdleBody<Incoming>> = Either<Full<Bytes>, B>;
 
 /// The pooled client type used for every upstream request.
 pub type HttpsClient = Client<HttpsConnector<RouteConnector>, RequestBody>;
+
+/// The connector every client of one [`Upstream`] shares (TLS set-up and route).
+type Connector = HttpsConnector<RouteConnector>;
+
+/// One pooled client per serving thread ([`crate::worker`]): the legacy client spawns
+/// each connection's task on the runtime that opened it, so a pool used by one thread
+/// only keeps a request, its master connection and its response on that thread (no
+/// cross-thread wake-up, no contended pool lock). Each is made on first use; cloning
+/// shares them all.
+#[derive(Clone)]
+pub struct Clients(Arc<ClientSet>);
+
+struct ClientSet {
+    connector: Connector,
+    pool_idle_timeout: Duration,
+    slots: Box<[OnceLock<HttpsClient>]>,
+}
+
+impl Clients {
+    fn new(connector: Connector, pool_idle_timeout: Duration) -> Self {
+        let slots = (0..crate::worker::count())
+            .map(|_| OnceLock::new())
+            .collect();
+        Self(Arc::new(ClientSet {
+            connector,
+            pool_idle_timeout,
+            slots,
+        }))
+    }
+
+    /// The current thread's client.
+    pub fn get(&self) -> &HttpsClient {
+        let set = &*self.0;
+        let slot = set
+            .slots
+            .get(crate::worker::index())
+            .unwrap_or(&set.slots[0]);
+        slot.get_or_init(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(set.pool_idle_timeout)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .http1_max_buf_size(UPSTREAM_MAX_BUF_SIZE)
+                .build(set.connector.clone())
+        })
+    }
+}
 
 /// How connections to the master are made and pooled: the part of the settings that an
 /// [`Upstream`] reads.
@@ -154,8 +207,8 @@ pub struct Upstream {
     pub origins: Origins,
     /// For `Location` rewriting.
     pub origin: MasterOrigin,
-    /// The pooled keep-alive client.
-    pub client: HttpsClient,
+    /// The pooled keep-alive clients, one per serving thread.
+    pub clients: Clients,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -184,7 +237,7 @@ impl Upstream {
         let tls = TlsKey::of(cluster)?;
         let same =
             tls == self.tls && url_text(&cluster.dcos_url) == self.url && *options == self.options;
-        let client = same.then(|| self.client.clone());
+        let client = same.then(|| self.clients.clone());
         Self::build(cluster, options, tls, client)
     }
 
@@ -197,7 +250,7 @@ impl Upstream {
         cluster: &ClusterConfig,
         options: &ClientOptions,
         tls: TlsKey,
-        client: Option<HttpsClient>,
+        client: Option<Clients>,
     ) -> Result<Self, UpstreamError> {
         let uri = &cluster.dcos_url;
         let bad = |why| UpstreamError::Url {
@@ -235,8 +288,13 @@ impl Upstream {
             host,
             auth: cluster.token.as_ref().map(|t| t.header_value()),
             origins: cluster.origins.clone(),
-            client,
+            clients: client,
         })
+    }
+
+    /// The current thread's pooled client for this master.
+    pub fn client(&self) -> &HttpsClient {
+        self.clients.get()
     }
 
     /// The upstream URI for a client's request target: the master's scheme and
@@ -265,12 +323,12 @@ fn url_text(uri: &Uri) -> String {
     uri.to_string().trim_end_matches('/').to_owned()
 }
 
-/// A pooled keep-alive client with the TLS set-up `tls`, connecting along `route`.
+/// Pooled keep-alive clients with the TLS set-up `tls`, connecting along `route`.
 fn new_client(
     tls: &TlsKey,
     options: &ClientOptions,
     route: &Route,
-) -> Result<HttpsClient, UpstreamError> {
+) -> Result<Clients, UpstreamError> {
     let tls = tls_config(tls)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -286,12 +344,7 @@ fn new_client(
         None => builder,
     };
     let https = builder.enable_http1().wrap_connector(route.connector(http));
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(options.pool_idle_timeout)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .http1_max_buf_size(UPSTREAM_MAX_BUF_SIZE)
-        .build(https))
+    Ok(Clients::new(https, options.pool_idle_timeout))
 }
 
 #[cfg(test)]

@@ -1038,3 +1038,43 @@ pub fn test_pki(names: &[&str]) -> TestPki {
         server_config: Arc::new(server_config),
     }
 }
+
+/// Send `head` (a request head without its final blank line; `Connection: close` is
+/// added) and return the status code and the whole answer.
+pub async fn raw(addr: SocketAddr, head: &str) -> (u16, String) {
+    let req = format!("{head}\r\nConnection: close\r\n\r\n");
+    let answer = raw_exchange(addr, req.as_bytes()).await;
+    (status_of(&answer), answer)
+}
+
+/// The status code of a raw answer.
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+/// The body of a raw answer.
+pub fn raw_body(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// Assert a refusal: the status, the body names `needle`, and the master saw nothing.
+pub fn assert_refused(
+    master: &FakeMaster,
+    (status, answer): &(u16, String),
+    want: u16,
+    needle: &str,
+) {
+    assert_eq!(*status, want, "{answer}");
+    let body = raw_body(answer);
+    assert!(body.starts_with("dcos-token-proxy: "), "{answer}");
+    assert!(body.contains(needle), "{needle:?} not in {answer}");
+    assert!(
+        master.seen().is_empty(),
+        "the master saw a refused request: {:?}",
+        master.seen()
+    );
+}

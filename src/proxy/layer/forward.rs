@@ -35,7 +35,7 @@ impl Service<Routed<RequestBody>> for Forward {
     fn call(&mut self, routed: Routed<RequestBody>) -> Self::Future {
         let Routed { request, master } = routed;
         ForwardFuture {
-            inner: master.upstream().client.request(request),
+            inner: master.upstream().client().request(request),
             master: Some(master),
         }
     }

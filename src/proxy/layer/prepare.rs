@@ -282,8 +282,8 @@ where
                         }
                         Ok(Err(e)) => {
                             let e: crate::proxy::body::BoxError = e.into();
-                            match crate::upstream::idle::body_idle(&*e) {
-                                Some(idle) => ProxyError::BodyIdle(idle),
+                            match crate::upstream::idle::body_cut(&*e) {
+                                Some(cut) => ProxyError::BodyCut(cut),
                                 None => ProxyError::ClientBody {
                                     cause: e.to_string(),
                                 },

@@ -7,6 +7,12 @@
 //! nothing about the master, and tower-http's `TimeoutLayer` with an empty-bodied
 //! status; this one is `tokio::time::timeout` around the inner future, unboxed. It sits
 //! below the retry layer, so each attempt has its own timeout, as before.
+//!
+//! The time counts from the end of the request body, not from the start of the
+//! attempt: a master answers an upload, or `dcos task exec`'s input stream
+//! (`ATTACH_CONTAINER_INPUT`), only once the whole body is in, and that may take far
+//! longer than the timeout. A body in flight has its own limits (idle timeout and
+//! minimum rate, [`crate::upstream::IdleBody`]); while it flows the timer is re-armed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +22,34 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use http::Request;
+use http_body_util::Either;
+use tokio::time::{Instant, Sleep};
+
 use super::{Master, Routed};
 use crate::proxy::error::ProxyError;
+use crate::upstream::idle::{BodySent, IdleBody};
+
+/// A request body that may still be streaming when the attempt starts.
+pub trait Streamed {
+    /// When the body has been sent in full, or `None` for a body already in memory.
+    fn sent(&mut self) -> Option<BodySent>;
+}
+
+impl<F, B: http_body::Body> Streamed for Either<F, IdleBody<B>> {
+    fn sent(&mut self) -> Option<BodySent> {
+        match self {
+            Either::Left(_) => None,
+            Either::Right(body) => Some(body.sent()),
+        }
+    }
+}
+
+impl Streamed for () {
+    fn sent(&mut self) -> Option<BodySent> {
+        None
+    }
+}
 
 /// Bounds the wait for the master's response headers.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +85,7 @@ pub struct ResponseTimeout<S> {
 impl<S, B> Service<Routed<B>> for ResponseTimeout<S>
 where
     S: Service<Routed<B>, Error = ProxyError>,
+    B: Streamed,
 {
     type Response = S::Response;
     type Error = ProxyError;
@@ -62,11 +95,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, routed: Routed<B>) -> Self::Future {
+    fn call(&mut self, mut routed: Routed<B>) -> Self::Future {
         // For the message, should the time run out.
         let master = routed.master.clone();
+        let sent = Request::body_mut(&mut routed.request).sent();
         TimeoutFuture {
-            inner: tokio::time::timeout(self.after, self.inner.call(routed)),
+            inner: self.inner.call(routed),
+            sleep: tokio::time::sleep(self.after),
+            sent,
             master,
             after: self.after,
         }
@@ -78,7 +114,11 @@ pin_project! {
     #[derive(Debug)]
     pub struct TimeoutFuture<F> {
         #[pin]
-        inner: tokio::time::Timeout<F>,
+        inner: F,
+        #[pin]
+        sleep: Sleep,
+        // The request body's end, when it was streamed.
+        sent: Option<BodySent>,
         master: Master,
         after: Duration,
     }
@@ -91,14 +131,26 @@ where
     type Output = Result<R, ProxyError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        Poll::Ready(match ready!(this.inner.poll(cx)) {
-            Ok(result) => result,
-            Err(_elapsed) => Err(ProxyError::GatewayTimeout {
-                url: this.master.upstream().url.clone(),
-                after: *this.after,
-            }),
-        })
+        let mut this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result);
+        }
+        loop {
+            ready!(this.sleep.as_mut().poll(cx));
+            let due = match this.sent.as_ref().map(BodySent::at) {
+                // Still sending the body: its own limits apply; look again later.
+                Some(None) => Instant::now() + *this.after,
+                Some(Some(end)) => end + *this.after,
+                None => this.sleep.deadline(),
+            };
+            if Instant::now() >= due {
+                return Poll::Ready(Err(ProxyError::GatewayTimeout {
+                    url: this.master.upstream().url.clone(),
+                    after: *this.after,
+                }));
+            }
+            this.sleep.as_mut().reset(due);
+        }
     }
 }
 
