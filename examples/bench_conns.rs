@@ -10,7 +10,8 @@
 //!   `ARGS` becomes a free port) and time each start until `GET PATH` on that port is
 //!   answered with 200. Prints `startup_ms MIN MEDIAN MAX`.
 //! - `sink PORT AUTHORIZATION`: an upstream for upload runs on 127.0.0.1:`PORT` that reads
-//!   each request body to the end (by `Content-Length` or chunked), discards it, and
+//!   each request body to the end (by `Content-Length` or chunked; it answers
+//!   `Expect: 100-continue` at once), discards it, and
 //!   answers 200 with the byte count, or 401 when `Authorization` is not exactly
 //!   `AUTHORIZATION`. One thread per connection, keep-alive, until killed.
 
@@ -224,7 +225,7 @@ fn sink_connection(stream: TcpStream, auth: &str) -> Result<()> {
         if input.read_line(&mut line)? == 0 {
             return Ok(());
         }
-        let (mut length, mut chunked, mut authorized) = (0u64, false, false);
+        let (mut length, mut chunked, mut authorized, mut expect) = (0u64, false, false, false);
         loop {
             line.clear();
             if input.read_line(&mut line)? == 0 {
@@ -244,7 +245,12 @@ fn sink_connection(stream: TcpStream, auth: &str) -> Result<()> {
                 chunked = value.eq_ignore_ascii_case("chunked");
             } else if name.eq_ignore_ascii_case("authorization") {
                 authorized = value == auth;
+            } else if name.eq_ignore_ascii_case("expect") {
+                expect = value.eq_ignore_ascii_case("100-continue");
             }
+        }
+        if expect {
+            out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         let got = if chunked {
             let mut total = 0;
