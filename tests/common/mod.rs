@@ -421,6 +421,14 @@ async fn master_route(
         return Ok(login_route(&state, req).await);
     }
     if !authorized && !unauthenticated(&path) {
+        // As Admin Router (nginx discards the body of a request it refuses): a sized body
+        // is read to its end before the answer, so closing the connection cannot reset
+        // it under the answer. A body of unknown length (a stream) is not waited for.
+        if req.headers().contains_key(header::CONTENT_LENGTH) {
+            let mut body = req.into_body();
+            let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+            let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        }
         let mut r = respond(401, "<html><body><h1>401 Unauthorized</h1></body></html>\n");
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("acsjwt"));
