@@ -9,6 +9,11 @@
 //! - `startup RUNS PATH -- CMD ARGS...`: start `CMD` `RUNS` times (the text `{port}` in
 //!   `ARGS` becomes a free port) and time each start until `GET PATH` on that port is
 //!   answered with 200. Prints `startup_ms MIN MEDIAN MAX`.
+//! - `sink PORT AUTHORIZATION`: an upstream for upload runs on 127.0.0.1:`PORT` that reads
+//!   each request body to the end (by `Content-Length` or chunked; it answers
+//!   `Expect: 100-continue` at once), discards it, and
+//!   answers 200 with the byte count, or 401 when `Authorization` is not exactly
+//!   `AUTHORIZATION`. One thread per connection, keep-alive, until killed.
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,15 +29,20 @@ const POLL_PAUSE: Duration = Duration::from_micros(200);
 /// The largest response head `read_response` accepts.
 const MAX_HEAD: usize = 64 * 1024;
 
+/// The sink's read buffer: large, so that the sink spends little CPU per byte and the
+/// contender in front of it is what the upload run measures.
+const SINK_BUF: usize = 256 * 1024;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("free-port") => free_port().map(|p| println!("{p}")),
         Some("hold") => hold(&args[1..]),
         Some("startup") => startup(&args[1..]),
+        Some("sink") => sink(&args[1..]),
         _ => Err(
             "usage: bench_conns free-port | hold ADDR N PATH [AUTHORIZATION] | \
-             startup RUNS PATH -- CMD ARGS..."
+             startup RUNS PATH -- CMD ARGS... | sink PORT AUTHORIZATION"
                 .into(),
         ),
     };
@@ -184,4 +194,112 @@ fn startup(args: &[String]) -> Result<()> {
         ms(times[times.len() - 1])
     );
     Ok(())
+}
+
+fn sink(args: &[String]) -> Result<()> {
+    let [port, auth] = args else {
+        return Err("usage: sink PORT AUTHORIZATION".into());
+    };
+    let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>()?))?;
+    for stream in listener.incoming() {
+        let stream = stream?;
+        let auth = auth.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = sink_connection(stream, &auth) {
+                eprintln!("bench_conns sink: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Serve one keep-alive connection of the sink until the peer closes it.
+fn sink_connection(stream: TcpStream, auth: &str) -> Result<()> {
+    stream.set_nodelay(true)?;
+    let mut out = stream.try_clone()?;
+    let mut input = std::io::BufReader::with_capacity(SINK_BUF, stream);
+    let mut line = String::new();
+    loop {
+        // The head: request line, then fields up to the blank line.
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let (mut length, mut chunked, mut authorized, mut expect) = (0u64, false, false, false);
+        loop {
+            line.clear();
+            if input.read_line(&mut line)? == 0 {
+                return Err("connection closed inside a request head".into());
+            }
+            let field = line.trim_end();
+            if field.is_empty() {
+                break;
+            }
+            let Some((name, value)) = field.split_once(':') else {
+                return Err("a request head line without a colon".into());
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse()?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.eq_ignore_ascii_case("chunked");
+            } else if name.eq_ignore_ascii_case("authorization") {
+                authorized = value == auth;
+            } else if name.eq_ignore_ascii_case("expect") {
+                expect = value.eq_ignore_ascii_case("100-continue");
+            }
+        }
+        if expect {
+            out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let got = if chunked {
+            let mut total = 0;
+            loop {
+                line.clear();
+                input.read_line(&mut line)?;
+                let size = line.trim_end().split(';').next().unwrap_or("");
+                let size = u64::from_str_radix(size, 16)?;
+                if size == 0 {
+                    // Trailers (none expected) up to the blank line.
+                    loop {
+                        line.clear();
+                        if input.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+                            break;
+                        }
+                    }
+                    break total;
+                }
+                total += discard(&mut input, size)?;
+                line.clear();
+                input.read_line(&mut line)?;
+            }
+        } else {
+            discard(&mut input, length)?
+        };
+        let (status, body) = if authorized {
+            ("200 OK", got.to_string())
+        } else {
+            ("401 Unauthorized", String::new())
+        };
+        write!(
+            out,
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+    }
+}
+
+/// Read and drop exactly `n` bytes of `input` (straight from its buffer, no copy).
+fn discard(input: &mut impl BufRead, n: u64) -> Result<u64> {
+    let mut left = n;
+    while left > 0 {
+        let available = input.fill_buf()?.len();
+        if available == 0 {
+            return Err("connection closed inside a request body".into());
+        }
+        let take = available.min(usize::try_from(left).unwrap_or(usize::MAX));
+        input.consume(take);
+        left -= take as u64;
+    }
+    Ok(n)
 }

@@ -22,6 +22,13 @@
 //!   requests in flight through one service clone (here: one connection's, which has
 //!   one request at a time anyway) and cannot keep a connection from being accepted.
 //!
+//! [`serve`] serves thread-per-core: the caller's runtime is worker 0, and workers
+//! 1..`worker_threads` each run their own current-thread runtime and accept loop on a
+//! `dup` of the one listening socket ([`Listener::dup`]), so a connection and everything
+//! it causes (its master connections too, see [`crate::upstream::Clients`]) stays on the
+//! thread that accepted it. The limits, the waiting room and the drain signal are shared
+//! by every thread.
+//!
 //! Each connection gets its own clone of the request path ([`Stack`], built once by the
 //! caller), adapted to hyper by `Connection`, which also tags the request that the
 //! connection's byte scan found a smuggling shape or an oversized head in.
@@ -234,38 +241,19 @@ async fn accept_loop(
     let mut accept_failing = false;
 
     loop {
-        // A slot, else a place in the waiting room; with both full, wait for either
-        // (the kernel's backlog holds the new connections meanwhile).
-        let ticket = match slots.clone().try_acquire_owned() {
-            Ok(p) => {
-                at_limit = false;
-                Ticket::Slot(p)
+        // Accept only when a slot or a place in the waiting room is free; with both full,
+        // wait for either (the kernel's backlog holds the new connections meanwhile).
+        // Nothing is taken before the accept: a slot held by a thread waiting in
+        // `accept` would be lost to the other threads, whose connections would then wait
+        // and get 503 below the limit.
+        if slots.available_permits() == 0 && waiting_room.available_permits() == 0 {
+            warn_at_limit(&mut at_limit, limits.max_connections);
+            tokio::select! {
+                p = slots.acquire() => if p.is_err() { break },
+                w = waiting_room.acquire() => if w.is_err() { break },
+                () = &mut shutdown => break,
             }
-            Err(_) => {
-                if !at_limit {
-                    at_limit = true;
-                    tracing::warn!(
-                        max_connections = limits.max_connections,
-                        "connection limit reached; a new connection waits up to {} ms for                          a slot, then gets 503 (raise max_connections / --max-connections                          if this load is expected)",
-                        WAITING_ROOM_WAIT.as_millis()
-                    );
-                }
-                match waiting_room.clone().try_acquire_owned() {
-                    Ok(w) => Ticket::Waiting(w),
-                    Err(_) => tokio::select! {
-                        p = slots.clone().acquire_owned() => match p {
-                            Ok(p) => Ticket::Slot(p),
-                            Err(_) => break,
-                        },
-                        w = waiting_room.clone().acquire_owned() => match w {
-                            Ok(w) => Ticket::Waiting(w),
-                            Err(_) => break,
-                        },
-                        () = &mut shutdown => break,
-                    },
-                }
-            }
-        };
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => {
@@ -295,6 +283,19 @@ async fn accept_loop(
             },
             () = &mut shutdown => break,
         };
+        // A slot, else a place in the waiting room. Another thread may have taken the
+        // last of both since the check above: then this connection waits like one in
+        // the waiting room, without a place.
+        let ticket = match slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                at_limit = false;
+                Ticket::Slot(p)
+            }
+            Err(_) => {
+                warn_at_limit(&mut at_limit, limits.max_connections);
+                Ticket::Waiting(waiting_room.clone().try_acquire_owned().ok())
+            }
+        };
         match ticket {
             Ticket::Slot(permit) => serving.clone().spawn(stream, peer, permit),
             Ticket::Waiting(place) => {
@@ -313,6 +314,18 @@ async fn accept_loop(
     }
 }
 
+/// Log, once each time the limit is reached, that connections now wait for a slot.
+fn warn_at_limit(at_limit: &mut bool, max_connections: usize) {
+    if !std::mem::replace(at_limit, true) {
+        tracing::warn!(
+            max_connections,
+            "connection limit reached; a new connection waits up to {} ms for a slot, then \
+             gets 503 (raise max_connections / --max-connections if this load is expected)",
+            WAITING_ROOM_WAIT.as_millis()
+        );
+    }
+}
+
 /// How many accepted connections may wait for a slot at once when every slot is taken;
 /// each holds one file descriptor (from the reserve `fdlimit` keeps) and no memory to
 /// speak of. Past it, new connections stay in the kernel's backlog.
@@ -326,12 +339,13 @@ pub const WAITING_ROOM_WAIT: Duration = Duration::from_secs(1);
 /// The longest a turned-away connection may take to receive its 503.
 const TURN_AWAY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What the accept loop holds for the next connection.
+/// What an accepted connection gets.
 enum Ticket {
     /// A connection slot: serve it.
     Slot(OwnedSemaphorePermit),
-    /// A place in the waiting room: wait for a slot, or answer 503.
-    Waiting(OwnedSemaphorePermit),
+    /// A place in the waiting room (`None`: lost to another thread in a race): wait for
+    /// a slot, or answer 503.
+    Waiting(Option<OwnedSemaphorePermit>),
 }
 
 /// Everything needed to serve one accepted connection, shared by the accept loop and the

@@ -318,6 +318,31 @@ async fn a_256_mib_upload_streams_through_intact() {
     assert!(!master.last().headers.contains_key(header::CONTENT_LENGTH));
 }
 
+/// An upload the way `curl -T` (and the bench) sends one: with `Content-Length`, of a
+/// size that is no multiple of any buffer or frame size, several times larger than the
+/// largest frame ([`dcos_token_proxy::upstream::UPSTREAM_MAX_BUF_SIZE`]).
+#[tokio::test]
+async fn an_upload_with_content_length_streams_through_intact() {
+    const SIZE: u64 = 48 * 1024 * 1024 + 12_345;
+    let master = FakeMaster::start().await;
+    let proxy = start_proxy(&master).await;
+    let req = Request::post(format!("{}/upload", proxy.url))
+        .header(header::CONTENT_LENGTH, SIZE)
+        .body(PatternBody::new(SIZE).boxed())
+        .unwrap();
+    let (parts, body) = send(req).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("{SIZE} {}", PatternBody::digest(SIZE))
+    );
+    // The length went through as it came: not turned into chunks.
+    assert_eq!(
+        master.last().headers[header::CONTENT_LENGTH],
+        SIZE.to_string()
+    );
+}
+
 #[tokio::test]
 async fn a_256_mib_download_streams_through_intact() {
     let master = FakeMaster::start().await;

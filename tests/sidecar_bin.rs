@@ -532,3 +532,91 @@ async fn no_key_login_token_or_token_is_logged_at_trace_level() {
         assert!(!all.contains(secret), "{secret} was logged:\n{all}");
     }
 }
+
+/// Thread-per-core: SIGTERM stops every worker's accept loop, lets the requests in
+/// flight on all of them finish, then exits 0.
+async fn sigterm_drains_every_worker(worker_threads: &str) {
+    let (master, mut proxy) = logged_in_sidecar(
+        Duration::from_secs(600),
+        &["--worker-threads", worker_threads],
+    )
+    .await;
+    let seen = master.count();
+    // Eight connections at once: the kernel hands them to whichever workers wait.
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            let url = format!("{}/hold", proxy.url);
+            tokio::spawn(async move { get(&url, &[]).await })
+        })
+        .collect();
+    master.wait_count(seen + 8).await;
+    proxy.sigterm();
+    let line = proxy.wait_line(&["shutting down"]).await;
+    assert!(line.contains("open_connections=8"), "{line}");
+    for _ in 0..8 {
+        master.release();
+    }
+    for s in slow {
+        let (parts, body) = s.await.unwrap();
+        assert_eq!(
+            (parts.status, &body[..]),
+            (StatusCode::OK, &b"released"[..])
+        );
+    }
+    proxy.wait_line(&["all connections finished"]).await;
+    assert_eq!(proxy.exit_code().await, Some(0));
+}
+
+#[tokio::test]
+async fn sigterm_drains_every_worker_with_2_worker_threads() {
+    sigterm_drains_every_worker("2").await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_worker_with_1_worker_thread() {
+    sigterm_drains_every_worker("1").await;
+}
+
+/// Thread-per-core: `max_connections` counts the connections of every worker together
+/// (one shared set of slots), not per worker.
+async fn max_connections_holds_across_workers(worker_threads: &str) {
+    use tokio::io::AsyncWriteExt;
+    let (_master, proxy) = logged_in_sidecar(
+        Duration::from_secs(600),
+        &["--worker-threads", worker_threads, "--max-connections", "2"],
+    )
+    .await;
+    let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse().unwrap();
+    // Two keep-alive connections, each served once, hold both slots. Both are served
+    // whichever threads the kernel hands them to (no thread may keep a slot to itself
+    // while it waits for a connection); several rounds, as that choice is the kernel's.
+    let mut held = Vec::new();
+    for round in 0..5 {
+        held.clear();
+        for i in 0..2 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET /held/{round}/{i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let head = read_head(&mut s).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+            held.push(s);
+        }
+    }
+    // Whichever worker takes the third, no slot is free: it waits, then hears 503.
+    let (status, answer) = raw(addr, "GET /third HTTP/1.1\r\nHost: localhost").await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("max_connections"), "{answer}");
+    drop(held);
+    let (status, answer) = raw(addr, "GET /after HTTP/1.1\r\nHost: localhost").await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn max_connections_holds_across_2_worker_threads() {
+    max_connections_holds_across_workers("2").await;
+}
+
+#[tokio::test]
+async fn max_connections_holds_with_1_worker_thread() {
+    max_connections_holds_across_workers("1").await;
+}
