@@ -307,11 +307,7 @@ impl Upstream {
             (false, pq) => {
                 let tail = pq.map_or("/", PathAndQuery::as_str);
                 let tail = if tail.starts_with('/') { tail } else { "/" };
-                // One allocation of the exact size (`format!` may grow its buffer).
-                let mut joined = String::with_capacity(self.prefix.len() + tail.len());
-                joined.push_str(&self.prefix);
-                joined.push_str(tail);
-                PathAndQuery::try_from(joined)?
+                PathAndQuery::try_from(format!("{}{}", self.prefix, tail))?
             }
         };
         Uri::builder()
