@@ -234,15 +234,18 @@ where
 /// such as a path secret, before it). Such a body may be exempted from the rate limit;
 /// anyone can send this shape, so the exemption is bounded by the tunnel slots it holds.
 pub fn is_input_stream(path: &str, headers: &http::HeaderMap) -> bool {
-    let chunked = headers
+    // Called for every request: the cheapest test that fails for a GET comes first, and
+    // nothing after a failed test is looked at.
+    headers
         .get_all(http::header::TRANSFER_ENCODING)
         .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
-    let recordio = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.as_bytes().get(..RECORDIO.len()))
-        .is_some_and(|t| t.eq_ignore_ascii_case(RECORDIO.as_bytes()));
-    chunked && recordio && !headers.contains_key(http::header::CONTENT_LENGTH) && is_agent_api(path)
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+        && !headers.contains_key(http::header::CONTENT_LENGTH)
+        && headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.as_bytes().get(..RECORDIO.len()))
+            .is_some_and(|t| t.eq_ignore_ascii_case(RECORDIO.as_bytes()))
+        && is_agent_api(path)
 }
 
 /// Whether `path` ends in `/agent/<id>/api/v1` or `/slave/<id>/api/v1` (one trailing
