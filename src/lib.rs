@@ -38,7 +38,6 @@ pub mod source;
 mod text;
 pub mod types;
 pub mod upstream;
-pub mod worker;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -171,8 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     // Thread per core: this thread's runtime serves as worker 0 and runs the background
     // tasks (signals, watcher, logins, admin); `server::serve` starts the other workers,
-    // each with its own runtime. Per-thread pools are sized before anything is built.
-    dcos_token_proxy::worker::set_count(settings.worker_threads);
+    // each with its own runtime (and its own idle master connections).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

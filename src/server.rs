@@ -26,7 +26,7 @@
 //! [`serve`] serves thread-per-core: the caller's runtime is worker 0, and workers
 //! 1..`worker_threads` each run their own current-thread runtime and accept loop on a
 //! `dup` of the one listening socket ([`Listener::dup`]), so a connection and everything
-//! it causes (its master connections too, see [`crate::upstream::Clients`]) stays on the
+//! it causes (its master connections too, see [`crate::upstream::Pool`]) stays on the
 //! thread that accepted it. The limits, the waiting room and the drain signal are shared
 //! by every thread.
 //!
@@ -166,7 +166,6 @@ pub async fn serve(
             std::thread::Builder::new()
                 .name(format!("dcos-token-proxy-{index}"))
                 .spawn(move || {
-                    crate::worker::enter(index);
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;

@@ -598,7 +598,8 @@ async fn a_proxy_command_carries_requests_streams_and_websockets_one_spawn_per_c
     let p = proxy_to(
         &url,
         SslVerify::CaBundle(ca),
-        &["--proxy-command", &command],
+        // One serving thread: each thread keeps its own idle master connections.
+        &["--proxy-command", &command, "--worker-threads", "1"],
         &[("HTTPS_PROXY", "http://127.0.0.1:9")],
     )
     .await;

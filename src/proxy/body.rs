@@ -16,17 +16,17 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 /// The error type of [`ResponseBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use crate::upstream::RequestBody;
+use crate::upstream::UpstreamBody;
 
 /// The body of an answer on its way back through the stack: the master's body (`B`,
-/// hyper's [`Incoming`] in the proxy), streamed, or a short local one (a refusal, an
+/// [`UpstreamBody`] in the proxy), streamed, or a short local one (a refusal, an
 /// error).
-pub type Answer<B = Incoming> = Either<B, Full<Bytes>>;
+pub type Answer<B = UpstreamBody> = Either<B, Full<Bytes>>;
 
 /// A local answer (a refusal, an error) as a response of the stack.
 pub fn local<B>(resp: Response<Bytes>) -> Response<Answer<B>> {

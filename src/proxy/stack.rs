@@ -4,18 +4,18 @@
 //! Per request, the shared state touched is one atomic load of the snapshot
 //! ([`crate::source::Published::load`]) and a few reference counts: the snapshot's
 //! (taken by the load, and once more by the timeout layer for its message), the
-//! finishing layer's settings, and for a replayable request the source's (for a
-//! re-read). Two locks are taken on the normal path, neither of them for credentials:
-//! the access-log line is written under the standard error lock (by `tracing`'s
-//! writer), and hyper-util's legacy client takes its pool's mutex to check a master
-//! connection out and back in. No I/O besides the two connections and the log line,
-//! and no config parsing, happen here. Off the normal path, a 401 to the proxy's token
+//! finishing layer's settings, the master connection pool's, and for a replayable
+//! request the source's (for a re-read). The master connection comes from the serving
+//! thread's own idle list, with no lock ([`crate::upstream::Pool`]). One lock is taken
+//! on the normal path, not for credentials: the access-log line is copied into the
+//! log buffer under its mutex ([`crate::logging`]; never held during I/O). No I/O
+//! besides the two connections, and no config parsing, happen here. Off the normal path, a 401 to the proxy's token
 //! asks for an immediate re-read of the config and may send the request once more (see
 //! [`super::layer::retry`]).
 //!
-//! No layer boxes its future on the normal path: the futures are concrete types nested
-//! in one another, so hyper polls one state machine per request with no allocation of
-//! the stack's own. The one box is the re-read after a 401.
+//! The layers' futures are concrete types nested in one another, so hyper polls one
+//! state machine per request. Two boxes: the pool's send future (hyper's, which cannot
+//! be named) and, off the normal path, the re-read after a 401.
 
 use std::sync::Arc;
 use std::time::Duration;

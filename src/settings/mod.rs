@@ -176,7 +176,7 @@ impl Default for Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_tunnels: DEFAULT_MAX_TUNNELS,
-            worker_threads: crate::worker::default_count(),
+            worker_threads: default_worker_threads(),
             tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             client_auth: ClientAuth::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -195,6 +195,11 @@ impl Default for Settings {
             admin_listen: None,
         }
     }
+}
+
+/// The default number of serving threads: one per core the process may use.
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 impl Settings {
@@ -305,7 +310,7 @@ impl Settings {
         s.worker_threads = cli
             .worker_threads
             .or(file.worker_threads)
-            .unwrap_or_else(crate::worker::default_count);
+            .unwrap_or_else(default_worker_threads);
         if s.worker_threads == 0 {
             return Err(invalid("worker_threads", "must be at least 1".into()));
         }

@@ -16,6 +16,7 @@
 pub mod command;
 pub mod idle;
 pub mod origin;
+pub mod pool;
 pub mod route;
 pub(crate) mod tls;
 
@@ -36,6 +37,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use self::idle::{BodyCut, IdleBody};
 pub use self::origin::MasterOrigin;
+pub use self::pool::{Pool, SendError, UpstreamBody};
 use self::route::RouteConnector;
 pub use self::route::{Route, RouteOptions};
 use self::tls::{TlsKey, tls_config};
@@ -76,40 +78,34 @@ pub type HttpsClient = Client<HttpsConnector<RouteConnector>, RequestBody>;
 /// The connector every client of one [`Upstream`] shares (TLS set-up and route).
 type Connector = HttpsConnector<RouteConnector>;
 
-/// One pooled client per serving thread ([`crate::worker`]): the legacy client spawns
-/// each connection's task on the runtime that opened it, so a pool used by one thread
-/// only keeps a request, its master connection and its response on that thread (no
-/// cross-thread wake-up, no contended pool lock). Each is made on first use; cloning
-/// shares them all.
+/// The connections to one master: the request path's own keep-alive [`Pool`], and
+/// hyper-util's pooled client for the few requests the proxy makes itself (a login, the
+/// `doctor` command's checks), made on first use. Cloning shares both.
 #[derive(Clone)]
 pub struct Clients(Arc<ClientSet>);
 
 struct ClientSet {
     connector: Connector,
     pool_idle_timeout: Duration,
-    slots: Box<[OnceLock<HttpsClient>]>,
+    pool: Arc<Pool>,
+    own: OnceLock<HttpsClient>,
 }
 
 impl Clients {
-    fn new(connector: Connector, pool_idle_timeout: Duration) -> Self {
-        let slots = (0..crate::worker::count())
-            .map(|_| OnceLock::new())
-            .collect();
+    fn new(connector: Connector, origin: Uri, pool_idle_timeout: Duration) -> Self {
+        let pool = Arc::new(Pool::new(connector.clone(), origin, pool_idle_timeout));
         Self(Arc::new(ClientSet {
             connector,
             pool_idle_timeout,
-            slots,
+            pool,
+            own: OnceLock::new(),
         }))
     }
 
-    /// The current thread's client.
+    /// The pooled client for the proxy's own requests (absolute-form targets).
     pub fn get(&self) -> &HttpsClient {
         let set = &*self.0;
-        let slot = set
-            .slots
-            .get(crate::worker::index())
-            .unwrap_or(&set.slots[0]);
-        slot.get_or_init(|| {
+        set.own.get_or_init(|| {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(set.pool_idle_timeout)
                 .pool_timer(TokioTimer::new())
@@ -117,6 +113,11 @@ impl Clients {
                 .http1_max_buf_size(UPSTREAM_MAX_BUF_SIZE)
                 .build(set.connector.clone())
         })
+    }
+
+    /// The request path's pool (origin-form targets).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.0.pool
     }
 }
 
@@ -272,7 +273,7 @@ impl Upstream {
         let route = options.route.route_for(uri);
         let client = match client {
             Some(c) => c,
-            None => new_client(&tls, options, &route)?,
+            None => new_client(&tls, options, &route, origin_uri(&scheme, &authority)?)?,
         };
         Ok(Self {
             url: url_text(uri),
@@ -297,11 +298,19 @@ impl Upstream {
         self.clients.get()
     }
 
-    /// The upstream URI for a client's request target: the master's scheme and
-    /// authority, the `dcos_url` prefix, then the client's path and query byte for byte
-    /// (`%2F` stays `%2F`).
-    pub fn target(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
-        let pq = match (self.prefix.is_empty(), path_and_query) {
+    /// The request target sent to the master on the request path's own connections
+    /// (origin-form): the `dcos_url` prefix, then the client's path and query byte for
+    /// byte (`%2F` stays `%2F`). Without a prefix, this is the client's own path and
+    /// query, shared rather than copied.
+    pub fn origin_form(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        Ok(Uri::from(self.path_and_query(path_and_query)?))
+    }
+
+    fn path_and_query(
+        &self,
+        path_and_query: Option<&PathAndQuery>,
+    ) -> Result<PathAndQuery, http::Error> {
+        Ok(match (self.prefix.is_empty(), path_and_query) {
             (true, Some(pq)) => pq.clone(),
             (true, None) => PathAndQuery::from_static("/"),
             (false, pq) => {
@@ -309,13 +318,33 @@ impl Upstream {
                 let tail = if tail.starts_with('/') { tail } else { "/" };
                 PathAndQuery::try_from(format!("{}{}", self.prefix, tail))?
             }
-        };
+        })
+    }
+
+    /// The upstream URI for a client's request target: the master's scheme and
+    /// authority, the `dcos_url` prefix, then the client's path and query byte for byte
+    /// (`%2F` stays `%2F`).
+    pub fn target(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        let pq = self.path_and_query(path_and_query)?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
     }
+}
+
+/// What the connectors dial for a master: `scheme://authority/`.
+fn origin_uri(scheme: &Scheme, authority: &Authority) -> Result<Uri, UpstreamError> {
+    Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|_| UpstreamError::Url {
+            url: format!("{scheme}://{authority}"),
+            why: "its scheme and host do not make a URL",
+        })
 }
 
 /// `dcos_url` as text without a trailing slash, for messages and comparisons.
@@ -328,6 +357,7 @@ fn new_client(
     tls: &TlsKey,
     options: &ClientOptions,
     route: &Route,
+    origin: Uri,
 ) -> Result<Clients, UpstreamError> {
     let tls = tls_config(tls)?;
     let mut http = HttpConnector::new();
@@ -344,7 +374,7 @@ fn new_client(
         None => builder,
     };
     let https = builder.enable_http1().wrap_connector(route.connector(http));
-    Ok(Clients::new(https, options.pool_idle_timeout))
+    Ok(Clients::new(https, origin, options.pool_idle_timeout))
 }
 
 #[cfg(test)]

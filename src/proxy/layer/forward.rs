@@ -1,28 +1,32 @@
-//! The bottom of the stack: the snapshot's pooled keep-alive client sends the request to
-//! the master. The answer carries the snapshot back up ([`Answered`]) for the layers
-//! that need to know which master answered; a failure becomes a [`ProxyError`] (502, or
-//! 400 when the client's own body broke). Each snapshot has its own client (TLS set-up,
-//! pool), so this service holds nothing itself.
+//! The bottom of the stack: the snapshot's connection pool sends the request to the
+//! master ([`crate::upstream::Pool`]). The answer carries the snapshot back up
+//! ([`Answered`]) for the layers that need to know which master answered; a failure
+//! becomes a [`ProxyError`] (502, or 400 when the client's own body broke). Each
+//! snapshot has its own pool (TLS set-up, connections), so this service holds nothing
+//! itself.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use hyper::body::Incoming;
-use hyper_util::client::legacy::ResponseFuture;
-use pin_project_lite::pin_project;
+use http::Response;
 use tower::Service;
 
 use super::{Answered, Master, Routed};
 use crate::proxy::body::RequestBody;
 use crate::proxy::error::ProxyError;
+use crate::upstream::{SendError, UpstreamBody};
 
-/// Sends requests to the master with the snapshot's client.
+/// Sends requests to the master on the snapshot's pool.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Forward;
 
+/// The pool's future: boxed, because hyper's send future cannot be named (one
+/// allocation per request, as hyper-util's client made too).
+type Sending = Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, SendError>> + Send>>;
+
 impl Service<Routed<RequestBody>> for Forward {
-    type Response = Answered<Incoming>;
+    type Response = Answered<UpstreamBody>;
     type Error = ProxyError;
     type Future = ForwardFuture;
 
@@ -34,30 +38,32 @@ impl Service<Routed<RequestBody>> for Forward {
 
     fn call(&mut self, routed: Routed<RequestBody>) -> Self::Future {
         let Routed { request, master } = routed;
+        let pool = master.upstream().clients.pool().clone();
         ForwardFuture {
-            inner: master.upstream().client().request(request),
+            inner: Box::pin(pool.send(request)),
             master: Some(master),
         }
     }
 }
 
-pin_project! {
-    /// The future of [`Forward`].
-    #[derive(Debug)]
-    pub struct ForwardFuture {
-        #[pin]
-        inner: ResponseFuture,
-        master: Option<Master>,
+/// The future of [`Forward`].
+pub struct ForwardFuture {
+    inner: Sending,
+    master: Option<Master>,
+}
+
+impl std::fmt::Debug for ForwardFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardFuture").finish_non_exhaustive()
     }
 }
 
 impl Future for ForwardFuture {
-    type Output = Result<Answered<Incoming>, ProxyError>;
+    type Output = Result<Answered<UpstreamBody>, ProxyError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        let Some(master) = this.master.take() else {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = ready!(self.inner.as_mut().poll(cx));
+        let Some(master) = self.master.take() else {
             panic!("ForwardFuture polled after it completed");
         };
         Poll::Ready(match result {

@@ -112,7 +112,7 @@ where
         let up = master.upstream();
         let upgrade = upgrade_request(request.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-        let target = match up.target(request.uri().path_and_query()) {
+        let target = match up.origin_form(request.uri().path_and_query()) {
             Ok(t) => t,
             Err(e) => {
                 let err = ProxyError::BadRequest(e.to_string());
@@ -362,7 +362,8 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::OK);
         let seen = seen.lock().unwrap();
         let (req, client, replay) = &seen[0];
-        assert_eq!(req.uri(), "http://master.example:8080/prefix/service/x?q=1");
+        // Origin-form: the pool sends it on a connection to the master as is.
+        assert_eq!(req.uri(), "/prefix/service/x?q=1");
         assert_eq!(req.version(), Version::HTTP_11);
         assert_eq!(req.headers()[header::HOST], "master.example:8080");
         assert_eq!(req.headers()[header::AUTHORIZATION], "token=own-token");

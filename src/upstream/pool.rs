@@ -1,0 +1,534 @@
+//! The request path's connections to the master: hyper's own HTTP/1 client connections
+//! (`hyper::client::conn::http1`) in a keep-alive pool of this module's, one idle list
+//! per thread.
+//!
+//! Why not hyper-util's pooled client, which the proxy used first: a profile of the
+//! proxy under load (`scripts/ir-per-request`, callgrind) put a fifth of the proxy's own
+//! instructions per request in that client: a `SipHash` of the pool key and a mutex
+//! per checkout and return, a task spawned per request to put the connection back, and
+//! several moves of the request. Here a request takes the most recently returned
+//! connection from its own thread's list (no lock, no hash: [`ThreadLocal`]), and its
+//! response body puts the connection back the moment the master's body has ended
+//! ([`UpstreamBody`]), with no task of its own.
+//!
+//! What the pooled client did that matters is kept:
+//! - A request that a reused connection could not even start to send (the master closed
+//!   the idle connection at that moment) is sent again on another connection; one that
+//!   went out is never sent twice.
+//! - An idle connection is closed after [`Pool`]'s idle timeout (between one and two
+//!   timeouts, checked by the connection's own task, so the request path keeps no timer).
+//! - A connection whose response was not read to the end, or that switched protocols,
+//!   is never reused.
+//!
+//! Each connection's task (hyper's connection state machine) is spawned on the runtime
+//! that opened it: with one runtime per thread ([`crate::server`]), a request, its
+//! master connection and its response stay on one thread.
+
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Builder, SendRequest};
+use thread_local::ThreadLocal;
+use tower_service::Service;
+
+use super::{Connector, RequestBody, UPSTREAM_MAX_BUF_SIZE};
+
+/// The error type of connectors and bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request got no response from the master.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection to the master could be made (TCP, proxy, or TLS).
+    #[error("cannot connect to the master")]
+    Connect(#[source] BoxError),
+    /// The connection was made, but the exchange failed.
+    #[error("the exchange with the master failed")]
+    Http(#[source] hyper::Error),
+}
+
+/// Whether a connection is in use, and how often it has been taken: odd while a request
+/// uses it, even while it waits in the pool. Its task reads it to close the connection
+/// once it has stayed idle a whole idle timeout.
+#[derive(Debug, Default)]
+struct Uses(AtomicU64);
+
+impl Uses {
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection to the master: its request sender, and its use count.
+struct Conn {
+    sender: SendRequest<RequestBody>,
+    uses: Arc<Uses>,
+}
+
+/// Keep-alive connections to one master, made with one connector.
+pub struct Pool {
+    connector: Connector,
+    /// What the connector dials: the master's scheme and authority.
+    origin: Uri,
+    idle_timeout: Duration,
+    builder: Builder,
+    /// Each thread's idle connections, the most recently returned last.
+    idle: ThreadLocal<RefCell<Vec<Conn>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("origin", &self.origin)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool of connections to `origin` (`scheme://authority`), made by `connector`,
+    /// each closed after staying idle for `idle_timeout` (zero: never kept idle).
+    pub fn new(connector: Connector, origin: Uri, idle_timeout: Duration) -> Self {
+        let mut builder = Builder::new();
+        builder.max_buf_size(UPSTREAM_MAX_BUF_SIZE);
+        Self {
+            connector,
+            origin,
+            idle_timeout,
+            builder,
+            idle: ThreadLocal::new(),
+        }
+    }
+
+    /// This thread's most recently returned idle connection that is still open.
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.get_or_default().borrow_mut();
+        while let Some(conn) = idle.pop() {
+            if !conn.sender.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Put a connection whose response has ended back in this thread's list.
+    fn give_back(&self, conn: Conn) {
+        conn.uses.bump();
+        if self.idle_timeout.is_zero() || conn.sender.is_closed() {
+            return;
+        }
+        self.idle.get_or_default().borrow_mut().push(conn);
+    }
+
+    /// A new connection, its task spawned on the current runtime.
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let mut connector = self.connector.clone();
+        poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(SendError::Connect)?;
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, connection) = self.builder.handshake(io).await.map_err(SendError::Http)?;
+        let uses = Arc::new(Uses::default());
+        tokio::spawn(drive(
+            connection.with_upgrades(),
+            uses.clone(),
+            self.idle_timeout,
+        ));
+        Ok(Conn { sender, uses })
+    }
+
+    /// Send `request` (origin-form target, `Host` set) on a pooled connection, or a new
+    /// one. The response's body returns the connection to the pool when it ends.
+    pub async fn send(
+        self: Arc<Self>,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        loop {
+            let (mut conn, reused) = match self.take_idle() {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            // A reused connection may still be finishing its last response, or may
+            // have been closed by the master meanwhile: then take the next one.
+            if reused && conn.sender.ready().await.is_err() {
+                continue;
+            }
+            conn.uses.bump();
+            match conn.sender.try_send_request(request).await {
+                Ok(response) => {
+                    // A connection that switched protocols is the tunnel's now.
+                    let keep = response.status() != StatusCode::SWITCHING_PROTOCOLS;
+                    let back = keep.then(|| GiveBack {
+                        conn,
+                        pool: Arc::clone(&self),
+                    });
+                    return Ok(response.map(|body| UpstreamBody { body, back }));
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // Not a byte of it was sent: the master closed the connection
+                    // just as it was taken. Safe to send on another.
+                    Some(unsent) if reused => {
+                        tracing::debug!("a pooled master connection closed; sending again");
+                        request = unsent;
+                    }
+                    _ => return Err(SendError::Http(failed.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// Drive one connection until it closes, or until it has stayed in the pool, unused,
+/// for a whole `idle_timeout` (checked once per timeout: closed after one to two).
+async fn drive<F>(connection: F, uses: Arc<Uses>, idle_timeout: Duration)
+where
+    F: Future<Output = hyper::Result<()>>,
+{
+    let mut connection = pin!(connection);
+    let period = if idle_timeout.is_zero() {
+        // Never pooled: the connection ends with its one exchange.
+        Duration::from_secs(u64::from(u32::MAX))
+    } else {
+        idle_timeout
+    };
+    let mut seen = uses.0.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            ended = &mut connection => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "master connection ended");
+                }
+                return;
+            }
+            () = tokio::time::sleep(period) => {
+                let now = uses.0.load(Ordering::Relaxed);
+                if now == seen && now % 2 == 0 {
+                    tracing::debug!("closing a master connection idle for {period:?}");
+                    return;
+                }
+                seen = now;
+            }
+        }
+    }
+}
+
+/// A connection on its way back to its pool.
+struct GiveBack {
+    conn: Conn,
+    pool: Arc<Pool>,
+}
+
+/// The master's response body: hyper's [`Incoming`], which puts its connection back in
+/// the pool once it has ended (and drops it when it fails or is dropped unfinished).
+pub struct UpstreamBody {
+    body: Incoming,
+    back: Option<GiveBack>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("body", &self.body)
+            .field("pooled", &self.back.is_some())
+            .finish()
+    }
+}
+
+impl UpstreamBody {
+    fn give_back(&mut self) {
+        if let Some(GiveBack { conn, pool }) = self.back.take() {
+            pool.give_back(conn);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
+            // A broken exchange: the connection is not reused.
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // An empty body (HEAD, 204, 304) is never polled; one dropped unfinished leaves
+        // the connection mid-response, and it is closed with this.
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Either, Full};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
+    use crate::upstream::{ClientOptions, Upstream};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// What the test master saw: connection `n` accepted, or closed by the proxy's side.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Seen {
+        Accepted(usize),
+        Closed(usize),
+    }
+
+    /// A raw HTTP/1.1 master on `127.0.0.1:0` that keeps connections alive. By path:
+    /// `/close` answers, then closes the connection; `/stream` starts a chunked body
+    /// that never ends; anything else gets `200 ok`. Only `token=good` is let in (401
+    /// otherwise, as Admin Router does). Reports what it sees on the channel.
+    async fn master() -> (String, mpsc::UnboundedReceiver<Seen>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let count = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::Relaxed);
+                let _ = tx.send(Seen::Accepted(n));
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    serve(s).await;
+                    let _ = tx.send(Seen::Closed(n));
+                });
+            }
+        });
+        (url, rx)
+    }
+
+    async fn serve(mut s: TcpStream) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+            if !head
+                .to_ascii_lowercase()
+                .contains("\r\nauthorization: token=good")
+            {
+                let _ = s
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\nwww-authenticate: acsjwt\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                continue;
+            }
+            match path.as_str() {
+                "/stream" => {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n",
+                        )
+                        .await;
+                    // Never ends; wait for the other side to close.
+                    while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {}
+                    return;
+                }
+                "/close" => {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    return;
+                }
+                _ => {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                }
+            }
+        }
+    }
+
+    fn pool_for(url: &str, idle_timeout: Duration) -> Arc<Pool> {
+        let cluster = ClusterConfig {
+            source: ConfigSource::EnvOnly,
+            dcos_dir: std::env::temp_dir(),
+            name: None,
+            dcos_url: url.parse().unwrap(),
+            token: None,
+            ssl_verify: SslVerify::System,
+            timeout: None,
+            origins: Default::default(),
+        };
+        let options = ClientOptions {
+            pool_idle_timeout: idle_timeout,
+            ..ClientOptions::default()
+        };
+        Upstream::new(&cluster, &options)
+            .unwrap()
+            .clients
+            .pool()
+            .clone()
+    }
+
+    async fn get(pool: &Arc<Pool>, path: &str) -> Response<UpstreamBody> {
+        let request = Request::get(path)
+            .header(http::header::HOST, "master")
+            .header(http::header::AUTHORIZATION, "token=good")
+            .body(Either::Left(Full::<Bytes>::default()))
+            .unwrap();
+        tokio::time::timeout(WAIT, pool.clone().send(request))
+            .await
+            .expect("an answer in time")
+            .expect("an answer")
+    }
+
+    async fn get_ok(pool: &Arc<Pool>, path: &str) {
+        let response = get(pool, path).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+    }
+
+    async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+        tokio::time::timeout(WAIT, seen.recv())
+            .await
+            .expect("the master saw something in time")
+            .expect("the master runs")
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_a_connection_until_it_stays_idle_too_long() {
+        let (url, mut seen) = master().await;
+        let pool = pool_for(&url, Duration::from_millis(200));
+        for _ in 0..5 {
+            get_ok(&pool, "/").await;
+        }
+        assert_eq!(next(&mut seen).await, Seen::Accepted(0));
+        // Idle for one to two timeouts: closed by its own task.
+        assert_eq!(next(&mut seen).await, Seen::Closed(0));
+        get_ok(&pool, "/").await;
+        assert_eq!(next(&mut seen).await, Seen::Accepted(1));
+        assert!(seen.try_recv().is_err(), "one connection each time");
+    }
+
+    #[tokio::test]
+    async fn a_connection_in_use_is_not_closed_as_idle() {
+        let (url, mut seen) = master().await;
+        let pool = pool_for(&url, Duration::from_millis(100));
+        let response = get(&pool, "/stream").await;
+        assert_eq!(next(&mut seen).await, Seen::Accepted(0));
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"x");
+        // Several idle timeouts pass while the stream is open (the master keeps it).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(seen.try_recv().is_err(), "a busy connection was closed");
+        drop(body);
+    }
+
+    #[tokio::test]
+    async fn a_response_dropped_unfinished_closes_its_connection() {
+        let (url, mut seen) = master().await;
+        let pool = pool_for(&url, Duration::from_secs(90));
+        let response = get(&pool, "/stream").await;
+        assert_eq!(next(&mut seen).await, Seen::Accepted(0));
+        drop(response);
+        assert_eq!(next(&mut seen).await, Seen::Closed(0));
+        // The next request gets a connection of its own, and a whole answer.
+        get_ok(&pool, "/").await;
+        assert_eq!(next(&mut seen).await, Seen::Accepted(1));
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_master_closed_is_not_used_again() {
+        let (url, mut seen) = master().await;
+        let pool = pool_for(&url, Duration::from_secs(90));
+        get_ok(&pool, "/close").await;
+        assert_eq!(next(&mut seen).await, Seen::Accepted(0));
+        assert_eq!(next(&mut seen).await, Seen::Closed(0));
+        for _ in 0..3 {
+            get_ok(&pool, "/").await;
+        }
+        assert_eq!(next(&mut seen).await, Seen::Accepted(1));
+        assert!(seen.try_recv().is_err(), "one new connection");
+    }
+
+    #[tokio::test]
+    async fn a_401_answer_is_passed_up_and_its_connection_kept() {
+        let (url, mut seen) = master().await;
+        let pool = pool_for(&url, Duration::from_secs(90));
+        let request = Request::get("/")
+            .header(http::header::HOST, "master")
+            .body(Either::Left(Full::<Bytes>::default()))
+            .unwrap();
+        let response = pool.clone().send(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            response
+                .headers()
+                .contains_key(http::header::WWW_AUTHENTICATE)
+        );
+        drop(response);
+        get_ok(&pool, "/").await;
+        assert_eq!(next(&mut seen).await, Seen::Accepted(0));
+        assert!(
+            seen.try_recv().is_err(),
+            "the empty 401 left the connection reusable"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_master_that_is_down_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let pool = pool_for(&url, Duration::from_secs(90));
+        let request = Request::get("/")
+            .header(http::header::HOST, "master")
+            .body(Either::Left(Full::<Bytes>::default()))
+            .unwrap();
+        let err = pool.send(request).await.unwrap_err();
+        assert!(matches!(err, SendError::Connect(_)), "{err:?}");
+        let cause = crate::proxy::error::describe(&err);
+        assert!(cause.contains("connection refused"), "{cause}");
+    }
+}
