@@ -4,20 +4,24 @@
 //!
 //! Everything here works on header maps already parsed by hyper and never logs a header
 //! value. What allocates: hop-by-hop removal collects the field names a `Connection`
-//! header lists (a small `Vec`, whenever `Connection` is present, even when it only says
-//! `keep-alive`); a `Bearer` rewrite builds the new value; putting the proxy's own
-//! `Authorization` on a request clones a prepared `HeaderValue` (a reference count, not a
-//! copy of the token); and inserting into a map may grow it.
+//! header lists beyond the fixed hop-by-hop ones (nothing for the usual `keep-alive`,
+//! `close` or `upgrade`); a `Bearer` rewrite builds the new value; putting the proxy's
+//! own `Authorization` on a request clones a prepared `HeaderValue` (a reference count,
+//! not a copy of the token); and inserting into a map may grow it.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::dcos::token::TOKEN_PREFIX;
 use crate::types::ClientAuth;
 
+/// How many fields [`HOP_BY_HOP`] names.
+const HOP_BY_HOP_COUNT: usize = 9;
+
 /// Hop-by-hop fields that are never forwarded (RFC 9110 §7.6.1, plus the historical
 /// `Keep-Alive` and `Proxy-Connection` it names, and RFC 9110 §11.7's proxy credentials,
-/// which are meant for this proxy only).
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// which are meant for this proxy only). A `static`: one array, not one built at every
+/// use.
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -37,21 +41,50 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// connection-option, and then remove the Connection header field itself". The fixed
 /// list of hop-by-hop fields goes too, whether or not `Connection` names it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the names present (a handful, usually none of them hop-by-hop),
+    // rather than a hashed lookup per hop-by-hop name.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    if present[0] {
+        // The options `Connection` lists, beyond the fixed list (`keep-alive`, `close`
+        // and `upgrade` are the usual ones, and need no name of their own).
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|option| !is_fixed_option(option))
+            .filter_map(|option| HeaderName::from_bytes(option.as_bytes()).ok())
             .collect();
         for name in listed {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
     }
+}
+
+/// Whether a `Connection` option names no field to remove beyond the fixed list: empty,
+/// `close`, or a hop-by-hop field's own name (`keep-alive`, `upgrade`, ...).
+fn is_fixed_option(option: &str) -> bool {
+    option.is_empty()
+        || option.eq_ignore_ascii_case("close")
+        || HOP_BY_HOP
+            .iter()
+            .any(|hop| hop.as_str().eq_ignore_ascii_case(option))
 }
 
 /// The `Upgrade` value of a request that asks to switch protocols (RFC 9110 §7.8): an
@@ -297,6 +330,28 @@ mod tests {
         left.sort_unstable();
         assert_eq!(left, ["set-cookie", "x-keep"]);
         assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn each_hop_by_hop_field_goes_on_its_own() {
+        for hop in &HOP_BY_HOP {
+            let mut h = map(&[(hop.as_str(), "x"), ("x-keep", "yes")]);
+            strip_hop_by_hop(&mut h);
+            assert!(!h.contains_key(hop), "{hop} was kept");
+            assert_eq!(h.len(), 1, "{hop}");
+        }
+        // `close` and the fixed names need no removal of their own; a listed name does,
+        // in any letter case, and an unlisted field stays.
+        let mut h = map(&[
+            ("connection", "Close, , KEEP-ALIVE,x-Listed"),
+            ("x-listed", "1"),
+            ("close", "not a hop-by-hop field unless listed"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["close", "x-keep"]);
     }
 
     #[test]
