@@ -24,6 +24,13 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::types::LogFormat;
 
+mod access;
+mod clock;
+
+pub use access::ACCESS_TARGET;
+use access::{AccessFormat, Style};
+use clock::CachedSystemTime;
+
 /// How many bytes of formatted lines may wait for the writer thread. Beyond this, lines
 /// are dropped (and counted), so a stalled stderr costs at most this much memory and
 /// never a blocked request.
@@ -86,10 +93,20 @@ struct Buffer {
 struct Queue(Arc<Buffer>);
 
 impl Write for Queue {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(line)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &Buffer {
     /// Append the whole line, or drop it whole when it does not fit (never blocks on
     /// I/O; the lock is held only to copy the line).
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let buffer = &self.0;
+        let buffer = *self;
         let mut lines = buffer.lines.lock().unwrap_or_else(PoisonError::into_inner);
         if lines.len() + line.len() > buffer.capacity {
             drop(lines);
@@ -113,10 +130,11 @@ impl Write for Queue {
 }
 
 impl<'a> MakeWriter<'a> for Queue {
-    type Writer = Queue;
+    /// A borrow of the buffer: a line costs no reference-count traffic.
+    type Writer = &'a Buffer;
 
     fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+        &self.0
     }
 }
 
@@ -230,10 +248,22 @@ pub fn init(format: LogFormat, filter: &str) -> Result<LogGuard, LogError> {
         .with_env_filter(env_filter)
         .with_ansi(ansi)
         .with_writer(writer);
+    // Access-log lines are written by `AccessFormat` itself; the rest by the usual
+    // formatter. Both use the cached clock.
+    let general = tracing_subscriber::fmt::format().with_timer(CachedSystemTime);
     // A second init (tests embedding the library) is harmless: the first wins.
     let _ = match format {
-        LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .event_format(AccessFormat::new(general.with_target(false), Style::Text))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .event_format(AccessFormat::new(
+                general.json().flatten_event(true),
+                Style::Json,
+            ))
+            .try_init(),
     };
     Ok(guard)
 }

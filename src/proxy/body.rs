@@ -50,9 +50,10 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    fn emit(&self, bytes: u64, outcome: &'static str) {
+    /// Write the access-log line for this request: `bytes` sent, ended by `outcome`.
+    pub(crate) fn emit(&self, bytes: u64, outcome: &'static str) {
         tracing::info!(
-            target: "dcos_token_proxy::access",
+            target: crate::logging::ACCESS_TARGET,
             method = %self.method,
             path = %self.target.path(),
             status = self.status.as_u16(),
@@ -65,7 +66,8 @@ impl AccessLog {
     }
 }
 
-fn millis(d: Duration) -> f64 {
+/// `d` in milliseconds, rounded to a tenth.
+pub(crate) fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
 }
 
