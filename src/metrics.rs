@@ -3,9 +3,6 @@
 //!
 //! The request path never takes a lock for a metric: every counter, gauge and histogram
 //! bucket here is an [`AtomicU64`]/[`AtomicI64`] updated with a relaxed `fetch_add`.
-//! The per-request counters are kept per serving thread ([`ThreadLocal`], each thread's
-//! set on cache lines of its own) and summed at scrape time, so two threads answering
-//! requests at once never write to the same cache line.
 //! (`prometheus-client`'s own `Family` and `Histogram` take an `RwLock`/`Mutex` per
 //! update, so they are not used on the request path.) At scrape time a
 //! `prometheus_client` [`Collector`] reads the atomics and encodes them; values read
@@ -26,8 +23,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
-
-use thread_local::ThreadLocal;
 
 use http::{Method, StatusCode};
 use prometheus_client::collector::Collector;
@@ -117,65 +112,42 @@ impl ErrorKind {
 /// Status classes 1xx to 5xx (index 0 to 4); anything else counts as 5xx.
 const STATUS_CLASSES: usize = 5;
 
-/// One thread's per-request counters, aligned so that no two threads' sets share a
-/// cache line.
+/// The metrics, shared by the request path (writing) and `/metrics` (reading).
 #[derive(Debug, Default)]
-#[repr(align(128))]
-struct Counters {
+pub struct Metrics {
     requests: [[AtomicU64; STATUS_CLASSES]; 3],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     /// Observations above the last bound.
     latency_overflow: AtomicU64,
     latency_sum_nanos: AtomicU64,
+    open_connections: AtomicI64,
+    open_tunnels: AtomicI64,
     errors: [AtomicU64; 5],
 }
 
-/// The metrics, shared by the request path (writing) and `/metrics` (reading).
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Each thread's counters; [`Metrics::sum`] adds them up.
-    counters: ThreadLocal<Counters>,
-    open_connections: AtomicI64,
-    open_tunnels: AtomicI64,
-}
-
 impl Metrics {
-    /// This thread's counters.
-    fn mine(&self) -> &Counters {
-        self.counters.get_or_default()
-    }
-
-    /// One counter summed over every thread.
-    fn sum(&self, counter: impl Fn(&Counters) -> &AtomicU64) -> u64 {
-        self.counters
-            .iter()
-            .map(|c| counter(c).load(Ordering::Relaxed))
-            .fold(0, u64::wrapping_add)
-    }
-
     /// Count a request answered with `status`.
     pub fn request(&self, method: MethodClass, status: StatusCode) {
         let class = usize::from(status.as_u16() / 100)
             .saturating_sub(1)
             .min(STATUS_CLASSES - 1);
-        self.mine().requests[method as usize][class].fetch_add(1, Ordering::Relaxed);
+        self.requests[method as usize][class].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Record the time the master took to send its response headers.
     pub fn upstream_latency(&self, took: Duration) {
-        let mine = self.mine();
         let secs = took.as_secs_f64();
         match LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            Some(i) => mine.latency_buckets[i].fetch_add(1, Ordering::Relaxed),
-            None => mine.latency_overflow.fetch_add(1, Ordering::Relaxed),
+            Some(i) => self.latency_buckets[i].fetch_add(1, Ordering::Relaxed),
+            None => self.latency_overflow.fetch_add(1, Ordering::Relaxed),
         };
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        mine.latency_sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.latency_sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// Count an answer the proxy made itself.
     pub fn error(&self, kind: ErrorKind) {
-        self.mine().errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A client connection opened; the guard closes it.
@@ -256,6 +228,7 @@ fn gauge(
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = &self.metrics;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
         let mut family = encoder.encode_descriptor(
             "requests",
@@ -264,23 +237,22 @@ impl Collector for Scrape {
             MetricType::Counter,
         )?;
         for method in MethodClass::ALL {
-            for i in 0..STATUS_CLASSES {
+            for (i, count) in m.requests[method as usize].iter().enumerate() {
                 let status = format!("{}xx", i + 1);
                 let labels = [("method", method.label()), ("status", status.as_str())];
-                let count = m.sum(|c| &c.requests[method as usize][i]);
-                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                ConstCounter::new(load(count)).encode(family.encode_family(&labels)?)?;
             }
         }
 
         // Per-bucket counts: the encoder makes them cumulative.
         let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()
-            .enumerate()
-            .map(|(i, bound)| (*bound, m.sum(|c| &c.latency_buckets[i])))
+            .zip(&m.latency_buckets)
+            .map(|(bound, n)| (*bound, load(n)))
             .collect();
-        buckets.push((f64::INFINITY, m.sum(|c| &c.latency_overflow)));
+        buckets.push((f64::INFINITY, load(&m.latency_overflow)));
         let count = buckets.iter().map(|b| b.1).sum();
-        let sum = Duration::from_nanos(m.sum(|c| &c.latency_sum_nanos)).as_secs_f64();
+        let sum = Duration::from_nanos(load(&m.latency_sum_nanos)).as_secs_f64();
         encoder
             .encode_descriptor(
                 "upstream_latency_seconds",
@@ -353,7 +325,7 @@ impl Collector for Scrape {
         )?;
         for kind in ErrorKind::ALL {
             let labels = [("kind", kind.label())];
-            ConstCounter::new(m.sum(|c| &c.errors[kind as usize]))
+            ConstCounter::new(load(&m.errors[kind as usize]))
                 .encode(family.encode_family(&labels)?)?;
         }
         Ok(())
@@ -403,45 +375,5 @@ mod tests {
                 .lines()
                 .any(|l| l == "dcos_token_proxy_open_connections 0")
         );
-    }
-
-    #[test]
-    fn counts_made_on_several_threads_add_up() {
-        let metrics = Arc::new(Metrics::default());
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let metrics = metrics.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..250 {
-                        metrics.request(MethodClass::Read, StatusCode::OK);
-                        metrics.upstream_latency(Duration::from_millis(2));
-                    }
-                    metrics.error(ErrorKind::Refused);
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        metrics.request(MethodClass::Read, StatusCode::OK);
-        let (published, _) = Published::new(Snapshot::Waiting("x".into()));
-        let text = Scrape {
-            metrics,
-            source: Arc::new(published),
-            logins: Arc::default(),
-        }
-        .render();
-        for line in [
-            r#"dcos_token_proxy_requests_total{method="read",status="2xx"} 1001"#,
-            r#"dcos_token_proxy_upstream_latency_seconds_bucket{le="0.005"} 1000"#,
-            "dcos_token_proxy_upstream_latency_seconds_count 1000",
-            "dcos_token_proxy_upstream_latency_seconds_sum 2.0",
-            r#"dcos_token_proxy_errors_total{kind="refused"} 4"#,
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "{line} missing from:\n{text}"
-            );
-        }
     }
 }
