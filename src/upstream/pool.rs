@@ -169,8 +169,10 @@ impl Pool {
                 Ok(response) => {
                     // A connection that switched protocols is the tunnel's now.
                     let keep = response.status() != StatusCode::SWITCHING_PROTOCOLS;
-                    // The pool's reference moves to the body: no second count.
-                    let back = keep.then_some(GiveBack { conn, pool: self });
+                    let back = keep.then(|| GiveBack {
+                        conn,
+                        pool: Arc::clone(&self),
+                    });
                     return Ok(response.map(|body| UpstreamBody { body, back }));
                 }
                 Err(mut failed) => match failed.take_message() {
