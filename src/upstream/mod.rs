@@ -382,7 +382,8 @@ mod tests {
     use super::*;
     use crate::dcos::config::{ConfigSource, SslVerify};
 
-    fn cluster(url: &str) -> ClusterConfig {
+    /// A cluster config for `url` with no token (the pool's tests use it too).
+    pub(super) fn cluster(url: &str) -> ClusterConfig {
         ClusterConfig {
             source: ConfigSource::EnvOnly,
             dcos_dir: std::env::temp_dir(),

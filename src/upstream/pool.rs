@@ -303,7 +303,6 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
     use crate::upstream::{ClientOptions, Upstream};
 
     const WAIT: Duration = Duration::from_secs(10);
@@ -388,34 +387,30 @@ mod tests {
     }
 
     fn pool_for(url: &str, idle_timeout: Duration) -> Arc<Pool> {
-        let cluster = ClusterConfig {
-            source: ConfigSource::EnvOnly,
-            dcos_dir: std::env::temp_dir(),
-            name: None,
-            dcos_url: url.parse().unwrap(),
-            token: None,
-            ssl_verify: SslVerify::System,
-            timeout: None,
-            origins: Default::default(),
-        };
         let options = ClientOptions {
             pool_idle_timeout: idle_timeout,
             ..ClientOptions::default()
         };
-        Upstream::new(&cluster, &options)
+        Upstream::new(&super::super::tests::cluster(url), &options)
             .unwrap()
             .clients
             .pool()
             .clone()
     }
 
-    async fn get(pool: &Arc<Pool>, path: &str) -> Response<UpstreamBody> {
-        let request = Request::get(path)
-            .header(http::header::HOST, "master")
-            .header(http::header::AUTHORIZATION, "token=good")
+    /// A GET for `path`, with the token the test master lets in when `authorized`.
+    fn request(path: &str, authorized: bool) -> Request<RequestBody> {
+        let mut request = Request::get(path).header(http::header::HOST, "master");
+        if authorized {
+            request = request.header(http::header::AUTHORIZATION, "token=good");
+        }
+        request
             .body(Either::Left(Full::<Bytes>::default()))
-            .unwrap();
-        tokio::time::timeout(WAIT, pool.clone().send(request))
+            .unwrap()
+    }
+
+    async fn get(pool: &Arc<Pool>, path: &str) -> Response<UpstreamBody> {
+        tokio::time::timeout(WAIT, pool.clone().send(request(path, true)))
             .await
             .expect("an answer in time")
             .expect("an answer")
@@ -496,11 +491,7 @@ mod tests {
     async fn a_401_answer_is_passed_up_and_its_connection_kept() {
         let (url, mut seen) = master().await;
         let pool = pool_for(&url, Duration::from_secs(90));
-        let request = Request::get("/")
-            .header(http::header::HOST, "master")
-            .body(Either::Left(Full::<Bytes>::default()))
-            .unwrap();
-        let response = pool.clone().send(request).await.unwrap();
+        let response = pool.clone().send(request("/", false)).await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert!(
             response
@@ -522,11 +513,7 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
         let pool = pool_for(&url, Duration::from_secs(90));
-        let request = Request::get("/")
-            .header(http::header::HOST, "master")
-            .body(Either::Left(Full::<Bytes>::default()))
-            .unwrap();
-        let err = pool.send(request).await.unwrap_err();
+        let err = pool.send(request("/", true)).await.unwrap_err();
         assert!(matches!(err, SendError::Connect(_)), "{err:?}");
         let cause = crate::proxy::error::describe(&err);
         assert!(cause.contains("connection refused"), "{cause}");
