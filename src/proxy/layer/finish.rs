@@ -214,9 +214,14 @@ fn finish<B>(shared: &Finishing, answered: Answered<B>, client: ClientSide) -> R
     // Each hop has its own HTTP version: an HTTP/1.0 master must not downgrade (and
     // so close) the client's HTTP/1.1 connection.
     parts.version = client.version;
-    let agreed = parts.headers.get(header::UPGRADE).cloned();
+    // Only a protocol switch keeps its `Upgrade` (no lookup for any other answer).
+    let agreed = if status == StatusCode::SWITCHING_PROTOCOLS {
+        parts.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     strip_hop_by_hop(&mut parts.headers);
-    if let (StatusCode::SWITCHING_PROTOCOLS, Some(proto)) = (status, agreed) {
+    if let Some(proto) = agreed {
         restore_upgrade(&mut parts.headers, proto);
     }
     if let Some(loc) = parts.headers.get(header::LOCATION) {
