@@ -396,9 +396,29 @@ impl ServeOne {
         tokio::spawn(async move {
             let _open = open;
             let mut conn = pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
+            // The drain signal's waker is registered once, at the first poll; after
+            // that a wake-up only reads `closing`, which shutdown sets before it sends
+            // the signal. (Polling `changed()` on every wake-up, as `select!` would,
+            // takes the watch's waiter lock, shared by every connection on every
+            // thread, several times per request.)
+            let mut changed = pin!(stop.changed());
+            let mut registered = false;
+            let served = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if !registered || self.closing.load(Ordering::Relaxed) {
+                    registered = true;
+                    if changed.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            let result = match served {
+                Some(r) => r,
+                None => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
