@@ -39,6 +39,7 @@ pub mod source;
 mod text;
 pub mod types;
 pub mod upstream;
+mod write_through;
 
 use std::future::Future;
 use std::net::SocketAddr;
