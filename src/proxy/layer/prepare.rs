@@ -33,10 +33,12 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{ClientSide, Master, OrLocal, Prepared, Replay, Retryable, Routed};
+use crate::census::{Census, Field};
 use crate::proxy::body::{Answer, RequestBody, local};
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{
-    Credentials, apply_authorization, restore_upgrade, strip_hop_by_hop, upgrade_request,
+    Credentials, apply_authorization_counted, restore_upgrade, strip_hop_by_hop_counted,
+    upgrade_request_counted,
 };
 use crate::types::ClientAuth;
 use crate::upstream::Upstream;
@@ -110,7 +112,10 @@ where
             };
         }
         let up = master.upstream();
-        let upgrade = upgrade_request(request.headers());
+        // The fields looked at below, found in one pass; no field is inserted before the
+        // last use of the census (only removed, which it allows).
+        let census = Census::of(request.headers());
+        let upgrade = upgrade_request_counted(request.headers(), census);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let target = match up.origin_form(request.uri().path_and_query()) {
             Ok(t) => t,
@@ -129,7 +134,7 @@ where
             target: std::mem::replace(&mut parts.uri, target),
         };
         let (credentials, host) =
-            prepare_headers(&mut parts.headers, up, self.client_auth, upgrade);
+            prepare_headers(&mut parts.headers, census, up, self.client_auth, upgrade);
         let client = ClientSide { host, ..client };
         let keep = credentials == Credentials::Proxy;
 
@@ -175,24 +180,33 @@ where
 /// Turn the client's request headers into the master's: hop-by-hop fields out (but
 /// the upgrade pair back in when switching protocols), `Expect` answered here, `Host`
 /// set to the master, and the `Authorization` policy applied. Returns whose credentials
-/// the request now carries, and the client's `Host`.
+/// the request now carries, and the client's `Host`. `census` is of `headers` as they
+/// arrive: only the fields it found are looked up.
 fn prepare_headers(
     headers: &mut HeaderMap,
+    census: Census,
     up: &Upstream,
     policy: ClientAuth,
     upgrade: Option<HeaderValue>,
 ) -> (Credentials, Option<HeaderValue>) {
     // Taken out before `Connection` can name it, as it is replaced anyway.
-    let client_host = headers.remove(header::HOST);
-    strip_hop_by_hop(headers);
+    let client_host = if census.has(Field::Host) {
+        headers.remove(header::HOST)
+    } else {
+        None
+    };
+    strip_hop_by_hop_counted(headers, census);
     // The proxy answers `Expect: 100-continue` itself: hyper sends the 100 as soon as
     // the body is first read, which happens once the master connection is ready.
-    headers.remove(header::EXPECT);
+    if census.has(Field::Expect) {
+        headers.remove(header::EXPECT);
+    }
     if let Some(u) = upgrade {
         restore_upgrade(headers, u);
     }
     headers.insert(header::HOST, up.host.clone());
-    let credentials = apply_authorization(headers, policy, up.auth.as_ref());
+    // `Upgrade`, `Connection` and `Host` may have been inserted, `Authorization` not.
+    let credentials = apply_authorization_counted(headers, census, policy, up.auth.as_ref());
     (credentials, client_host)
 }
 
