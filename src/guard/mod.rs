@@ -522,6 +522,64 @@ mod tests {
         }
     }
 
+    /// Each field the guard's rules read, alone beside `Host` and in any letter case, is
+    /// seen: the census that spares the lookups of absent fields must find it.
+    #[test]
+    fn each_field_the_rules_read_is_seen_alone_in_any_case() {
+        let g = Guard::new(&Policy::default(), Some(8079));
+        let run = |h: &[(&str, &str)]| {
+            let mut all = vec![("HOST", "localhost:8079")];
+            all.extend_from_slice(h);
+            let mut r = req("GET", "/", &all);
+            g.check(&mut r).map(|()| r)
+        };
+        for name in [
+            "Forwarded",
+            "X-Real-IP",
+            "x-forwarded-for",
+            "X-Forwarded-Host",
+            "X-FORWARDED-PROTO",
+            "X-Forwarded-",
+            "Cookie",
+            "COOKIE",
+        ] {
+            let r = run(&[(name, "1")]).unwrap();
+            let left: Vec<_> = r.headers().keys().map(HeaderName::as_str).collect();
+            assert_eq!(left, ["host", "via"], "{name}");
+        }
+        assert!(matches!(
+            run(&[("ORIGIN", "http://evil.example")]),
+            Err(Refusal::Origin(_))
+        ));
+        assert!(matches!(
+            run(&[("Sec-Fetch-Site", "cross-site")]),
+            Err(Refusal::CrossSite(_))
+        ));
+        assert!(matches!(
+            run(&[("CONNECTION", "Upgrade"), ("UPGRADE", "h2c")]),
+            Err(Refusal::Upgrade(_))
+        ));
+        let marker = g.loop_marker().entry().to_str().unwrap().to_owned();
+        assert_eq!(run(&[("VIA", &marker)]).err(), Some(Refusal::Loop));
+        assert!(matches!(
+            g.check(&mut req("GET", "/", &[("Accept", "*/*")])),
+            Err(Refusal::Malformed(_))
+        ));
+        let read_only = Guard::new(
+            &Policy {
+                read_only: true,
+                ..Policy::default()
+            },
+            Some(8079),
+        );
+        let mut r = req(
+            "GET",
+            "/",
+            &[("host", "localhost"), ("Upgrade", "websocket")],
+        );
+        assert!(matches!(read_only.check(&mut r), Err(Refusal::ReadOnly(_))));
+    }
+
     fn with_secret() -> Guard {
         let p = Policy {
             path_secret: Some(PathSecret::new("s3cret-s3cret-s3cret", "test").unwrap()),

@@ -395,6 +395,46 @@ mod tests {
         assert!(replay.body.is_empty());
     }
 
+    /// Each field prepare reads, alone and in any letter case, is seen: the census that
+    /// spares the lookups of absent fields must find it.
+    #[tokio::test]
+    async fn each_field_prepare_reads_is_seen_alone_in_any_case() {
+        let run = |name: &'static str, value: &'static str| async move {
+            let seen = Seen::default();
+            let inner = recording::<Empty<Bytes>>(seen.clone());
+            let svc = PrepareLayer::new(ClientAuth::Keep, Duration::from_secs(5)).layer(inner);
+            let req = Request::get("/x")
+                .header(name, value)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            svc.oneshot(routed(req)).await.unwrap();
+            let (req, client, _) = seen.lock().unwrap().remove(0);
+            (req, client)
+        };
+        for name in [
+            "EXPECT",
+            "Connection",
+            "KEEP-ALIVE",
+            "Proxy-Connection",
+            "PROXY-Authorization",
+            "Proxy-Authenticate",
+            "TE",
+            "Trailer",
+            "Transfer-Encoding",
+            "Upgrade",
+        ] {
+            let (req, _) = run(name, "x").await;
+            let mut left: Vec<_> = req.headers().keys().map(|k| k.as_str()).collect();
+            left.sort_unstable();
+            assert_eq!(left, ["authorization", "host"], "{name}");
+        }
+        let (req, _) = run("AUTHORIZATION", "Bearer abc").await;
+        assert_eq!(req.headers()[header::AUTHORIZATION], "token=abc");
+        let (req, client) = run("HOST", "localhost:8079").await;
+        assert_eq!(client.host.unwrap(), "localhost:8079");
+        assert_eq!(req.headers()[header::HOST], "master.example:8080");
+    }
+
     #[tokio::test]
     async fn a_small_body_is_read_first_and_kept_for_a_replay() {
         let seen = Seen::default();
