@@ -28,6 +28,7 @@ pub mod fdlimit;
 pub(crate) mod files;
 pub mod framing;
 pub mod guard;
+pub mod head_timeout;
 pub(crate) mod host;
 pub(crate) mod listener;
 pub mod logging;

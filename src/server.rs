@@ -2,9 +2,10 @@
 //!
 //! Each accepted connection (TCP or Unix socket) is served by hyper's HTTP/1.1 server
 //! with upgrades enabled and these limits:
-//! - a header read timeout, which hyper starts whenever a connection waits for a request
-//!   head and does not extend while bytes trickle in (slowloris); it also closes idle
-//!   keep-alive connections;
+//! - a header read timeout, which runs whenever a connection waits for a request head
+//!   and is not extended while bytes trickle in (slowloris); it also closes idle
+//!   keep-alive connections. It is [`HeadTimeout`], one timer per connection, not
+//!   hyper's, which makes a timer per request;
 //! - a maximum request-head size, exact: the connection's byte scan counts each head
 //!   and the guard answers 431 to one over `max_header_bytes`; hyper's own buffer limit
 //!   (which is not a head-size limit) is set to [`HYPER_BUF_FACTOR`] times that, so that
@@ -47,14 +48,14 @@
 //! the watch channel anyway. Its mechanism is the same channel, so nothing would be
 //! gained per connection either.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -65,6 +66,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::framing::{Findings, FramingConflict, OversizedHead, ScanIo};
+use crate::head_timeout::{AnswerMark, Answerable, Exchanges, HeadTimedOut, HeadTimeout, Upload};
 use crate::listener::{Listener, Peer, Stream};
 use crate::metrics::Metrics;
 use crate::proxy::stack::Stack;
@@ -138,7 +140,8 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Kept per connection by `HeadTimeout` instead (hyper's costs a timer per request).
+        .header_read_timeout(None::<Duration>)
         .max_buf_size(limits.max_header_bytes.saturating_mul(HYPER_BUF_FACTOR))
         .keep_alive(true);
     let serving = Arc::new(ServeOne {
@@ -382,7 +385,9 @@ impl ServeOne {
         // The one smuggling shape hyper accepts is found in the raw bytes; the request
         // is tagged by the connection's service and refused by the guard.
         let (stream, findings) = ScanIo::with_head_limit(stream, limits.max_header_bytes);
-        let service = Connection::new(self.stack.clone(), findings, self.bodies.clone());
+        let exchanges = Exchanges::new();
+        let stream = HeadTimeout::new(stream, limits.header_read_timeout, exchanges.clone());
+        let service = Connection::new(self.stack.clone(), findings, exchanges, self.bodies.clone());
         let conn = self
             .builder
             .serve_connection(TokioIo::new(stream), service)
@@ -391,9 +396,29 @@ impl ServeOne {
         tokio::spawn(async move {
             let _open = open;
             let mut conn = pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
+            // The drain signal's waker is registered once, at the first poll; after
+            // that a wake-up only reads `closing`, which shutdown sets before it sends
+            // the signal. (Polling `changed()` on every wake-up, as `select!` would,
+            // takes the watch's waiter lock, shared by every connection on every
+            // thread, several times per request.)
+            let mut changed = pin!(stop.changed());
+            let mut registered = false;
+            let served = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if !registered || self.closing.load(Ordering::Relaxed) {
+                    registered = true;
+                    if changed.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            let result = match served {
+                Some(r) => r,
+                None => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -442,8 +467,8 @@ async fn turn_away(mut stream: Stream, max_connections: usize) {
 struct Connection<S> {
     stack: RefCell<S>,
     findings: Arc<Findings>,
-    /// Requests served so far on this connection.
-    served: Cell<usize>,
+    /// The requests so far and their answers, for the header read timeout.
+    exchanges: Arc<Exchanges>,
     /// Each request body's limits ([`IdleBody`]).
     bodies: BodyLimits,
 }
@@ -478,11 +503,16 @@ impl BodyLimits {
 }
 
 impl<S> Connection<S> {
-    fn new(stack: S, findings: Arc<Findings>, bodies: BodyLimits) -> Self {
+    fn new(
+        stack: S,
+        findings: Arc<Findings>,
+        exchanges: Arc<Exchanges>,
+        bodies: BodyLimits,
+    ) -> Self {
         Self {
             stack: RefCell::new(stack),
             findings,
-            served: Cell::new(0),
+            exchanges,
             bodies,
         }
     }
@@ -497,28 +527,34 @@ pub struct NotReady;
 impl<S, B> hyper::service::Service<Request<Incoming>> for Connection<S>
 where
     S: tower::Service<Request<IdleBody<Incoming>>, Response = Response<B>, Error = Infallible>,
+    B: Answerable,
 {
     type Response = Response<B>;
     type Error = NotReady;
     type Future = Called<S::Future>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let index = self.served.get();
-        self.served.set(index + 1);
+        let index = self.exchanges.called();
         if self.findings.conflict(index) {
             req.extensions_mut().insert(FramingConflict);
         }
         if self.findings.oversized(index) {
             req.extensions_mut().insert(OversizedHead);
         }
+        let connect = req.method() == http::Method::CONNECT;
         let (mut parts, body) = req.into_parts();
-        let body = self.bodies.apply(&mut parts, body);
+        let mut body = self.bodies.apply(&mut parts, body);
+        if !hyper::body::Body::is_end_stream(&body) {
+            body = body.guard(Box::new(Upload::new(&self.exchanges)));
+        }
         let req = Request::from_parts(parts, body);
         let mut stack = self.stack.borrow_mut();
         // Every layer is always ready (none applies back-pressure), so one poll answers.
         match stack.poll_ready(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Ok(())) => Called::Inner {
                 future: stack.call(req),
+                exchanges: Some(self.exchanges.clone()),
+                connect,
             },
             Poll::Ready(Err(never)) => match never {},
             Poll::Pending => {
@@ -530,38 +566,63 @@ where
 }
 
 pin_project! {
-    /// The future of [`Connection`].
+    /// The future of [`Connection`]: the stack's answer, whose body counts the request
+    /// as answered once hyper has sent it (for the header read timeout). A `101`, or a
+    /// `2xx` to `CONNECT`, hands the connection over to a tunnel.
     #[project = CalledProj]
     enum Called<F> {
         NotReady,
-        Inner { #[pin] future: F },
+        Inner {
+            #[pin]
+            future: F,
+            exchanges: Option<Arc<Exchanges>>,
+            connect: bool,
+        },
     }
 }
 
-impl<F, R> Future for Called<F>
+impl<F, B> Future for Called<F>
 where
-    F: Future<Output = Result<R, Infallible>>,
+    F: Future<Output = Result<Response<B>, Infallible>>,
+    B: Answerable,
 {
-    type Output = Result<R, NotReady>;
+    type Output = Result<Response<B>, NotReady>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             CalledProj::NotReady => Poll::Ready(Err(NotReady)),
-            CalledProj::Inner { future } => future.poll(cx).map(|Ok(r)| Ok(r)),
+            CalledProj::Inner {
+                future,
+                exchanges,
+                connect,
+            } => {
+                let Ok(mut response) = ready!(future.poll(cx));
+                // hyper does not poll a future again once it is ready.
+                let Some(exchanges) = exchanges.take() else {
+                    return Poll::Ready(Err(NotReady));
+                };
+                let status = response.status();
+                if status == http::StatusCode::SWITCHING_PROTOCOLS
+                    || (*connect && status.is_success())
+                {
+                    exchanges.upgraded();
+                }
+                response.body_mut().carry(AnswerMark::new(exchanges));
+                Poll::Ready(Ok(response))
+            }
         }
     }
 }
 
 fn log_connection_error(peer: Peer, e: &hyper::Error) {
-    if e.is_timeout() {
-        tracing::debug!(
-            %peer,
-            "client sent no complete request head within header_read_timeout; connection closed"
-        );
-    } else if let Some(stalled) = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .filter(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    if let Some(timed_out) = io
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<HeadTimedOut>())
     {
+        // From HeadTimeout: idle keep-alives end this way all the time.
+        tracing::debug!(%peer, "{timed_out}");
+    } else if let Some(stalled) = io.filter(|io| io.kind() == std::io::ErrorKind::TimedOut) {
         // From SendTimeout: the message names the setting.
         tracing::info!(%peer, "{stalled}");
     } else if e.is_parse() {

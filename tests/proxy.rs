@@ -607,6 +607,34 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
         .unwrap();
 }
 
+/// An idle keep-alive connection (nothing in flight, so nothing wakes it) is closed at
+/// once when shutdown begins, not left to its header read timeout.
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let (_master, mut proxy) = start(&["--header-read-timeout", "300s"], &[]).await;
+    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+    idle.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut idle).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    proxy.shutdown();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = idle.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection outlived the shutdown");
+    tokio::time::timeout(Duration::from_secs(10), &mut proxy.task)
+        .await
+        .expect("serve returns once the idle connection is closed")
+        .unwrap();
+}
+
 async fn get_owned(url: String) -> (http::response::Parts, Bytes) {
     get(&url, &[]).await
 }

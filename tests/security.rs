@@ -521,6 +521,93 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
     assert!(closed.is_ok(), "the idle connection was not closed");
 }
 
+/// Read from `s` until what was read contains `needle` (within 10 s).
+async fn read_until(s: &mut TcpStream, got: &mut Vec<u8>, needle: &[u8]) {
+    let mut buf = [0u8; 1024];
+    while !got.windows(needle.len()).any(|w| w == needle) {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("data within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed before {needle:?}: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether the proxy closes `s` within 10 s, reading (and discarding) what comes first.
+async fn closed_within_10s(s: &mut TcpStream) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// The header read timeout runs only while a connection waits for a request head (the
+/// proxy keeps it per connection, not hyper per request): an answer slower than it, a
+/// streamed answer quiet for longer than it and a quiet WebSocket are not cut by it; a
+/// connection whose answer is complete is closed by it.
+#[tokio::test]
+async fn the_header_read_timeout_cuts_only_a_wait_for_a_head() {
+    let (master, proxy) = start(&["--header-read-timeout", "300ms"], &[]).await;
+    // More than 1.25 timeouts, the longest the proxy may take to close a waiting one.
+    let quiet = Duration::from_secs(1);
+
+    // An answer that comes after `quiet`.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    master.wait_count(1).await;
+    tokio::time::sleep(quiet).await;
+    master.release();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, b"released").await;
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    assert!(
+        closed_within_10s(&mut s).await,
+        "the idle connection stayed open"
+    );
+
+    // A streamed answer (SSE), quiet for `quiet` between its two events.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, b"data: first").await;
+    tokio::time::sleep(quiet).await;
+    master.release();
+    read_until(&mut s, &mut got, b"data: second").await;
+    read_until(&mut s, &mut got, b"0\r\n\r\n").await;
+    assert!(
+        closed_within_10s(&mut s).await,
+        "the idle connection stayed open"
+    );
+
+    // A WebSocket, quiet for `quiet`, then busy for as long (a message every 100 ms).
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let url = format!("ws://{}/ws", proxy.addr);
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    tokio::time::sleep(quiet).await;
+    use futures_util::{SinkExt, StreamExt};
+    for i in 0..10 {
+        let text = format!("message {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text.clone()))
+            .await
+            .unwrap();
+        let reply = ws.next().await.expect("an echo").unwrap();
+        assert_eq!(reply.into_text().unwrap().as_str(), text);
+        tokio::time::sleep(quiet / 10).await;
+    }
+}
+
 /// A connection past the limit waits (in the waiting room, up to a second) and is served
 /// once a slot frees; `tests/hardening.rs` covers the 503 when none frees in time.
 #[tokio::test]

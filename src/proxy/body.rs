@@ -20,6 +20,7 @@ use http_body_util::{Either, Full};
 /// The error type of [`ResponseBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+use crate::head_timeout::{AnswerMark, Answerable};
 pub use crate::upstream::RequestBody;
 use crate::upstream::UpstreamBody;
 
@@ -77,6 +78,8 @@ pub struct ResponseBody {
     inner: Answer,
     bytes: u64,
     log: Option<AccessLog>,
+    /// Dropped with the body: the server's count of answered requests.
+    answered: Option<AnswerMark>,
 }
 
 impl ResponseBody {
@@ -87,6 +90,7 @@ impl ResponseBody {
             inner,
             bytes: 0,
             log: Some(log),
+            answered: None,
         }
     }
 
@@ -129,6 +133,12 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Answerable for ResponseBody {
+    fn carry(&mut self, mark: AnswerMark) {
+        self.answered = Some(mark);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The client's request body on its way to the master, with two limits that keep a slow
 //! client from holding a connection slot (and a master connection) for as long as it
-//! likes once its headers are in (hyper's header read timeout no longer applies then):
+//! likes once its headers are in (the header read timeout no longer applies then):
 //!
 //! - **idle**: once the body has started to be read, each frame must follow the last
 //!   within the body idle timeout;
@@ -97,7 +97,11 @@ pin_project! {
         // Bytes per second, 0 for no rate limit.
         min_rate: u64,
         received: u64,
+        // What the body keeps until it is dropped: the tunnel slot of an exempt body,
+        // the server's count of bodies being read (`guard`), or both. One field, so
+        // that the body (moved through every layer) stays small.
         hold: Option<Hold>,
+        exempt: bool,
         sent: Option<BodySent>,
     }
 }
@@ -108,7 +112,7 @@ impl<B> std::fmt::Debug for IdleBody<B> {
             .field("timeout", &self.timeout)
             .field("min_rate", &self.min_rate)
             .field("received", &self.received)
-            .field("exempt", &self.hold.is_some())
+            .field("exempt", &self.exempt)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +131,7 @@ impl<B> IdleBody<B> {
             min_rate,
             received: 0,
             hold: None,
+            exempt: false,
             sent: None,
         }
     }
@@ -147,13 +152,28 @@ impl<B> IdleBody<B> {
     /// `hold`.
     pub fn exempt(mut self, hold: Hold) -> Self {
         self.min_rate = 0;
-        self.hold = Some(hold);
+        self.exempt = true;
+        self.keep(hold);
         self
+    }
+
+    /// Keep `guard` until this body is dropped (the server counts bodies still being
+    /// read this way).
+    pub fn guard(mut self, guard: Hold) -> Self {
+        self.keep(guard);
+        self
+    }
+
+    fn keep(&mut self, hold: Hold) {
+        self.hold = Some(match self.hold.take() {
+            None => hold,
+            Some(kept) => Box::new((kept, hold)),
+        });
     }
 
     /// Whether this body is exempt from the rate limit.
     pub fn is_exempt(&self) -> bool {
-        self.hold.is_some()
+        self.exempt
     }
 }
 

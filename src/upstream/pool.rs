@@ -203,24 +203,37 @@ where
         idle_timeout
     };
     let mut seen = uses.0.load(Ordering::Relaxed);
-    loop {
-        tokio::select! {
-            ended = &mut connection => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "master connection ended");
-                }
-                return;
+    // The idle check's timer is polled (its waker registered) only when set; a wake-up
+    // of the connection only reads whether it has fired.
+    let mut sleep = pin!(tokio::time::sleep(period));
+    let mut armed = false;
+    poll_fn(|cx| {
+        if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "master connection ended");
             }
-            () = tokio::time::sleep(period) => {
-                let now = uses.0.load(Ordering::Relaxed);
-                if now == seen && now % 2 == 0 {
-                    tracing::debug!("closing a master connection idle for {period:?}");
-                    return;
-                }
-                seen = now;
-            }
+            return Poll::Ready(());
         }
-    }
+        loop {
+            if armed {
+                if !sleep.is_elapsed() {
+                    return Poll::Pending;
+                }
+            } else if sleep.as_mut().poll(cx).is_pending() {
+                armed = true;
+                return Poll::Pending;
+            }
+            let now = uses.0.load(Ordering::Relaxed);
+            if now == seen && now % 2 == 0 {
+                tracing::debug!("closing a master connection idle for {period:?}");
+                return Poll::Ready(());
+            }
+            seen = now;
+            sleep.as_mut().reset(tokio::time::Instant::now() + period);
+            armed = false;
+        }
+    })
+    .await;
 }
 
 /// A connection on its way back to its pool.
