@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the per-request work that does not touch the network: header
 //! preparation (hop-by-hop removal and the `Authorization` policy), the snapshot load,
-//! and mapping a client's target onto the master. divan's allocation profiler counts the
+//! mapping a client's target onto the master, and the framing scan of a request head. divan's allocation profiler counts the
 //! heap allocations of each, so "no per-request allocation" can be checked, not assumed.
 //!
 //! Run: `cargo bench --bench micro` (one benchmark: `cargo bench --bench micro -- load`).
@@ -9,6 +9,7 @@ use std::hint::black_box;
 
 use dcos_token_proxy::dcos::config::{ClusterConfig, ConfigSource, SslVerify};
 use dcos_token_proxy::dcos::token::Token;
+use dcos_token_proxy::framing::Scanner;
 use dcos_token_proxy::proxy::headers::{apply_authorization, strip_hop_by_hop};
 use dcos_token_proxy::source::{Published, Snapshot};
 use dcos_token_proxy::types::ClientAuth;
@@ -139,5 +140,37 @@ mod target {
         let up = upstream("http://127.0.0.1:1/dcos");
         let pq = PathAndQuery::from_static("/service/marathon/v2/apps?embed=apps.tasks");
         bencher.bench_local(|| up.target(Some(black_box(&pq))));
+    }
+}
+
+mod framing {
+    use super::*;
+
+    /// A typical keep-alive API GET head from the DC/OS CLI, as the client sends it.
+    const HEAD: &[u8] = b"GET /service/marathon/v2/apps?embed=apps.tasks HTTP/1.1\r\n\
+        Host: 127.0.0.1:8079\r\n\
+        User-Agent: dcos-cli/1.2 python-requests/2.31\r\n\
+        Accept: application/json\r\n\
+        Accept-Encoding: gzip, deflate\r\n\
+        Connection: keep-alive\r\n\r\n";
+
+    /// The scan of one head arriving in one read (the scanner is back at the start of
+    /// the next head after each).
+    #[divan::bench]
+    fn scan_head(bencher: divan::Bencher) {
+        let mut scanner = Scanner::new();
+        bencher.bench_local(|| scanner.feed(black_box(HEAD)));
+    }
+
+    /// The same head arriving in two reads split inside a line (the slower path: that
+    /// line's start is kept until its end arrives).
+    #[divan::bench]
+    fn scan_head_split(bencher: divan::Bencher) {
+        let mut scanner = Scanner::new();
+        let (a, b) = HEAD.split_at(70);
+        bencher.bench_local(|| {
+            scanner.feed(black_box(a));
+            scanner.feed(black_box(b));
+        });
     }
 }

@@ -430,7 +430,8 @@ async fn an_environment_token_is_named_and_its_401_hint_fits() {
     assert!(using.contains("url_from=core.dcos_url in"), "{using}");
     let (parts, _) = common::get(&format!("http://{addr}/service/marathon/v2/apps"), &[]).await;
     assert_eq!(parts.status, http::StatusCode::UNAUTHORIZED);
-    let hint = proxy.wait_line(&["401"]).await;
+    // Not just "401": a listening port such as 40149 would match that.
+    let hint = proxy.wait_line(&["answered 401 Unauthorized"]).await;
     assert!(hint.contains("unset DCOS_ACS_TOKEN"), "{hint}");
     assert!(!hint.contains("run `dcos auth login`"), "{hint}");
     assert!(!hint.contains(&stale), "never the token: {hint}");
