@@ -7,7 +7,8 @@
 //! - [`dcos`]: the DC/OS CLI's config files and the token (their formats);
 //! - [`source`]: where the current credentials come from, and how they stay fresh;
 //! - [`proxy`]: what happens to a request, as a tower stack ([`proxy::stack`]);
-//! - [`guard`]: which requests may use the proxy at all;
+//! - [`guard`]: which requests may use the proxy at all ([`census`]: which of the fields
+//!   the rules look at a header map holds, in one pass);
 //! - [`upstream`]: the master: its pooled client, TLS and origin;
 //! - [`listener`] and [`server`]: listening (TCP or a Unix socket), connections, limits
 //!   and graceful shutdown;
@@ -19,6 +20,7 @@
 //! [`Proxy::serve`].
 
 pub mod admin;
+pub mod census;
 pub mod cli;
 pub mod dcos;
 pub mod env;

@@ -32,7 +32,7 @@ mod scrub;
 use std::borrow::Cow;
 
 use http::uri::{PathAndQuery, Uri};
-use http::{HeaderMap, Method, Request, Version, header};
+use http::{HeaderMap, HeaderName, Method, Request, Version, header};
 
 pub use self::marker::LoopMarker;
 pub use self::path::{has_control_character, normalize_path, servlet_path};
@@ -44,10 +44,12 @@ pub use self::policy::{
 };
 pub use self::refusal::Refusal;
 use self::refusal::{quoted, quoted_value};
+use crate::census::{Census, Field};
 use crate::framing::{FramingConflict, OversizedHead};
 
-/// The Fetch Metadata header that says where a browser request came from.
-const SEC_FETCH_SITE: &str = "sec-fetch-site";
+/// The Fetch Metadata header that says where a browser request came from (a ready
+/// name: looking it up by a string would parse and check the string each time).
+static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// The compiled checks for one listening proxy.
 #[derive(Debug, Clone)]
@@ -140,9 +142,12 @@ impl Guard {
                  RFC 9112 §6.3); send one of them",
             ));
         }
+        // Which of the fields looked at below are present, in one pass over the names:
+        // a lookup is made only for a field that is there.
+        let census = Census::of(req.headers());
         // Before anything else: a request of our own that came round again is never
         // forwarded, whatever else it holds.
-        if self.marker.is_in(req.headers()) {
+        if census.has(Field::Via) && self.marker.is_in(req.headers()) {
             return Err(Refusal::Loop);
         }
         let method = req.method();
@@ -178,16 +183,14 @@ impl Guard {
             }
         }
 
-        self.check_host(req.headers(), req.version())?;
-        self.check_origin(req.headers())?;
+        self.check_host(req.headers(), census, req.version())?;
+        self.check_origin(req.headers(), census)?;
 
         let method = req.method();
-        if self.read_only
-            && (!READ_ONLY_METHODS.contains(method) || req.headers().contains_key(header::UPGRADE))
-        {
+        if self.read_only && (!READ_ONLY_METHODS.contains(method) || census.has(Field::Upgrade)) {
             return Err(Refusal::ReadOnly(method.to_string()));
         }
-        self.check_upgrade(req.headers())?;
+        self.check_upgrade(req.headers(), census)?;
         // Case-insensitively: `delete` is an extension method to `http::Method`, and a
         // server behind the proxy may still treat it as DELETE.
         let denied = self
@@ -221,10 +224,11 @@ impl Guard {
         if let Some(secret) = &self.secret {
             scrub::scrub_headers(req.headers_mut(), secret.expose().as_bytes());
         }
-        if !self.pass_forwarding_headers {
+        // (Scrubbing changes values, not names: the census still holds.)
+        if !self.pass_forwarding_headers && census.has(Field::Forwarding) {
             scrub::strip_forwarding(req.headers_mut());
         }
-        if !self.pass_cookies {
+        if !self.pass_cookies && census.has(Field::Cookie) {
             scrub::strip_cookies(req.headers_mut());
         }
         self.marker.append_to(req.headers_mut());
@@ -248,7 +252,10 @@ impl Guard {
     /// allowed. A tunnel's content is never filtered, so this is the only say the proxy
     /// has over what a switched connection carries. (Without the `upgrade` option,
     /// `Upgrade` is a plain hop-by-hop field, removed before forwarding.)
-    fn check_upgrade(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    fn check_upgrade(&self, headers: &HeaderMap, census: Census) -> Result<(), Refusal> {
+        if !census.has(Field::Connection) {
+            return Ok(());
+        }
         let asks = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -279,8 +286,17 @@ impl Guard {
         self.hosts.iter().any(|p| p.matches(host, port))
     }
 
-    fn check_host(&self, headers: &HeaderMap, version: Version) -> Result<(), Refusal> {
-        let mut all = headers.get_all(header::HOST).iter();
+    fn check_host(
+        &self,
+        headers: &HeaderMap,
+        census: Census,
+        version: Version,
+    ) -> Result<(), Refusal> {
+        let mut all = census
+            .has(Field::Host)
+            .then(|| headers.get_all(header::HOST).iter())
+            .into_iter()
+            .flatten();
         let Some(value) = all.next() else {
             // RFC 9112 §3.2: HTTP/1.1 requires Host. An HTTP/1.0 client may omit it; no
             // browser does, so DNS rebinding cannot use that.
@@ -308,8 +324,12 @@ impl Guard {
     /// RFC 6454 §7: browsers send `Origin` with cross-origin requests, every POST and
     /// every WebSocket handshake (RFC 6455 §4.1); its serialisation (`scheme://host[:port]`,
     /// default port omitted, or `null`) is compared ASCII case-insensitively.
-    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        let mut all = headers.get_all(header::ORIGIN).iter();
+    fn check_origin(&self, headers: &HeaderMap, census: Census) -> Result<(), Refusal> {
+        let mut all = census
+            .has(Field::Origin)
+            .then(|| headers.get_all(header::ORIGIN).iter())
+            .into_iter()
+            .flatten();
         let origin_allowed = match all.next() {
             None => false,
             Some(value) => {
@@ -331,10 +351,10 @@ impl Guard {
         // other localhost port and every `*.localhost` name is the same site. Only the
         // proxy's own pages (`same-origin`) and the user's own doing (`none`: the
         // address bar, a bookmark) pass; tools send no such header.
-        if origin_allowed {
+        if origin_allowed || !census.has(Field::SecFetchSite) {
             return Ok(());
         }
-        for value in headers.get_all(SEC_FETCH_SITE) {
+        for value in headers.get_all(&SEC_FETCH_SITE) {
             let b = value.as_bytes();
             if !(b.eq_ignore_ascii_case(b"same-origin") || b.eq_ignore_ascii_case(b"none")) {
                 return Err(Refusal::CrossSite(quoted_value(value)));
@@ -500,6 +520,64 @@ mod tests {
         for bad in ["dash.example", "ftp://x", "http://x/path"] {
             assert!(Policy::origins(&[bad.into()]).is_err(), "{bad}");
         }
+    }
+
+    /// Each field the guard's rules read, alone beside `Host` and in any letter case, is
+    /// seen: the census that spares the lookups of absent fields must find it.
+    #[test]
+    fn each_field_the_rules_read_is_seen_alone_in_any_case() {
+        let g = Guard::new(&Policy::default(), Some(8079));
+        let run = |h: &[(&str, &str)]| {
+            let mut all = vec![("HOST", "localhost:8079")];
+            all.extend_from_slice(h);
+            let mut r = req("GET", "/", &all);
+            g.check(&mut r).map(|()| r)
+        };
+        for name in [
+            "Forwarded",
+            "X-Real-IP",
+            "x-forwarded-for",
+            "X-Forwarded-Host",
+            "X-FORWARDED-PROTO",
+            "X-Forwarded-",
+            "Cookie",
+            "COOKIE",
+        ] {
+            let r = run(&[(name, "1")]).unwrap();
+            let left: Vec<_> = r.headers().keys().map(HeaderName::as_str).collect();
+            assert_eq!(left, ["host", "via"], "{name}");
+        }
+        assert!(matches!(
+            run(&[("ORIGIN", "http://evil.example")]),
+            Err(Refusal::Origin(_))
+        ));
+        assert!(matches!(
+            run(&[("Sec-Fetch-Site", "cross-site")]),
+            Err(Refusal::CrossSite(_))
+        ));
+        assert!(matches!(
+            run(&[("CONNECTION", "Upgrade"), ("UPGRADE", "h2c")]),
+            Err(Refusal::Upgrade(_))
+        ));
+        let marker = g.loop_marker().entry().to_str().unwrap().to_owned();
+        assert_eq!(run(&[("VIA", &marker)]).err(), Some(Refusal::Loop));
+        assert!(matches!(
+            g.check(&mut req("GET", "/", &[("Accept", "*/*")])),
+            Err(Refusal::Malformed(_))
+        ));
+        let read_only = Guard::new(
+            &Policy {
+                read_only: true,
+                ..Policy::default()
+            },
+            Some(8079),
+        );
+        let mut r = req(
+            "GET",
+            "/",
+            &[("host", "localhost"), ("Upgrade", "websocket")],
+        );
+        assert!(matches!(read_only.check(&mut r), Err(Refusal::ReadOnly(_))));
     }
 
     fn with_secret() -> Guard {

@@ -20,15 +20,11 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// The prefix of the `X-Forwarded-*` family (`-For`, `-Host`, `-Proto`, `-Port`,
-/// `-Prefix`, …); header names are lowercase in a [`HeaderMap`].
-const X_FORWARDED_PREFIX: &str = "x-forwarded-";
-/// `X-Real-IP` (nginx's `real_ip` module).
-const X_REAL_IP: &str = "x-real-ip";
+use crate::census::{X_FORWARDED_PREFIX, X_REAL_IP};
 
 /// Remove the client's forwarding headers: `Forwarded`, `X-Forwarded-*`, `X-Real-IP`.
-/// One pass over the names present finds them (usually none, so nothing is removed or
-/// looked up).
+/// One pass over the names present finds them (the guard calls this only when its
+/// [`crate::census::Census`] found one).
 pub fn strip_forwarding(headers: &mut HeaderMap) {
     let forwarding = |n: &HeaderName| {
         *n == header::FORWARDED

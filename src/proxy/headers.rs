@@ -11,11 +11,25 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::census::{Census, Field};
 use crate::dcos::token::TOKEN_PREFIX;
 use crate::types::ClientAuth;
 
 /// How many fields [`HOP_BY_HOP`] names.
 const HOP_BY_HOP_COUNT: usize = 9;
+
+/// The [`Field`] of each name in [`HOP_BY_HOP`], in the same order.
+const HOP_BY_HOP_FIELDS: [Field; HOP_BY_HOP_COUNT] = [
+    Field::Connection,
+    Field::KeepAlive,
+    Field::ProxyConnection,
+    Field::ProxyAuthorization,
+    Field::ProxyAuthenticate,
+    Field::Te,
+    Field::Trailer,
+    Field::TransferEncoding,
+    Field::Upgrade,
+];
 
 /// Hop-by-hop fields that are never forwarded (RFC 9110 §7.6.1, plus the historical
 /// `Keep-Alive` and `Proxy-Connection` it names, and RFC 9110 §11.7's proxy credentials,
@@ -41,20 +55,17 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
 /// connection-option, and then remove the Connection header field itself". The fixed
 /// list of hop-by-hop fields goes too, whether or not `Connection` names it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names present (a handful, usually none of them hop-by-hop),
-    // rather than a hashed lookup per hop-by-hop name.
-    let mut present = [false; HOP_BY_HOP_COUNT];
-    let mut any = false;
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
-            present[i] = true;
-            any = true;
-        }
-    }
-    if !any {
+    let census = Census::of(headers);
+    strip_hop_by_hop_counted(headers, census);
+}
+
+/// [`strip_hop_by_hop`] with a [`Census`] of `headers` already taken (no field inserted
+/// since): only the hop-by-hop fields it found are looked up, usually none.
+pub fn strip_hop_by_hop_counted(headers: &mut HeaderMap, census: Census) {
+    if !census.any_of(Census::HOP_BY_HOP) {
         return;
     }
-    if present[0] {
+    if census.has(Field::Connection) {
         // The options `Connection` lists, beyond the fixed list (`keep-alive`, `close`
         // and `upgrade` are the usual ones, and need no name of their own).
         let listed: Vec<HeaderName> = headers
@@ -70,8 +81,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (name, present) in HOP_BY_HOP.iter().zip(present) {
-        if present {
+    for (name, field) in HOP_BY_HOP.iter().zip(HOP_BY_HOP_FIELDS) {
+        if census.has(field) {
             headers.remove(name);
         }
     }
@@ -90,6 +101,15 @@ fn is_fixed_option(option: &str) -> bool {
 /// The `Upgrade` value of a request that asks to switch protocols (RFC 9110 §7.8): an
 /// `Upgrade` field and the `upgrade` option in `Connection`. `None` for anything else.
 pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    upgrade_request_counted(headers, Census::of(headers))
+}
+
+/// [`upgrade_request`] with a [`Census`] of `headers` already taken: nothing is looked
+/// up unless it found both fields.
+pub fn upgrade_request_counted(headers: &HeaderMap, census: Census) -> Option<HeaderValue> {
+    if !(census.has(Field::Upgrade) && census.has(Field::Connection)) {
+        return None;
+    }
     let upgrade = headers.get(header::UPGRADE)?;
     let asked = headers
         .get_all(header::CONNECTION)
@@ -126,11 +146,28 @@ pub fn apply_authorization(
     policy: ClientAuth,
     own: Option<&HeaderValue>,
 ) -> Credentials {
+    let census = Census::of(headers);
+    apply_authorization_counted(headers, census, policy, own)
+}
+
+/// [`apply_authorization`] with a [`Census`] of `headers` already taken (no
+/// `Authorization` inserted since): a request without one is not searched for it.
+pub fn apply_authorization_counted(
+    headers: &mut HeaderMap,
+    census: Census,
+    policy: ClientAuth,
+    own: Option<&HeaderValue>,
+) -> Credentials {
     if let (ClientAuth::Replace, Some(own)) = (policy, own) {
         headers.insert(header::AUTHORIZATION, own.clone());
         return Credentials::Proxy;
     }
-    let rewritten = match headers.get(header::AUTHORIZATION) {
+    let presented = if census.has(Field::Authorization) {
+        headers.get(header::AUTHORIZATION)
+    } else {
+        None
+    };
+    let rewritten = match presented {
         None => own.cloned(),
         Some(v) => match classify(v.as_bytes()) {
             Presented::TokenForm => return Credentials::Client,
@@ -157,7 +194,9 @@ pub fn apply_authorization(
             headers.insert(header::AUTHORIZATION, v);
         }
         None => {
-            headers.remove(header::AUTHORIZATION);
+            if census.has(Field::Authorization) {
+                headers.remove(header::AUTHORIZATION);
+            }
         }
     }
     Credentials::Proxy

@@ -20,9 +20,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, header};
+use http::HeaderValue;
 use tower::ServiceBuilder;
-use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
 use super::layer::access::{AccessLogLayer, AccessLogService};
 use super::layer::finish::{FinishLayer, FinishService};
@@ -31,6 +30,7 @@ use super::layer::guard::{GuardLayer, GuardService};
 use super::layer::metrics::{MetricsLayer, MetricsService, UpstreamLatency, UpstreamLatencyLayer};
 use super::layer::prepare::{PrepareLayer, PrepareService};
 use super::layer::retry::{RetryLayer, RetryService};
+use super::layer::sensitive::{SensitiveLayer, SensitiveService};
 use super::layer::snapshot::{SnapshotLayer, SnapshotService};
 use super::layer::timeout::{ResponseTimeout, ResponseTimeoutLayer};
 use super::upgrade::Tunnels;
@@ -62,7 +62,7 @@ pub struct StackConfig {
 /// few reference-count increments.
 ///
 /// [`ResponseBody`]: super::body::ResponseBody
-pub type Stack = SetSensitiveRequestHeaders<
+pub type Stack = SensitiveService<
     MetricsService<
         AccessLogService<
             GuardService<
@@ -76,28 +76,19 @@ pub type Stack = SetSensitiveRequestHeaders<
     >,
 >;
 
-/// The request headers whose values are marked sensitive the moment a request enters:
-/// any `Debug` print of them (by the proxy, hyper or a dependency) shows `Sensitive`.
-const SENSITIVE: [header::HeaderName; 3] = [
-    header::AUTHORIZATION,
-    header::COOKIE,
-    header::PROXY_AUTHORIZATION,
-];
-
 /// Build the request path. Tunnels (after `101 Switching Protocols`) hold `tunnels`, so
 /// that the server's graceful shutdown waits for them.
 ///
 /// The order differs from the first sketch in two places, each for a reason: the
-/// sensitive-headers layer comes before the access log (tower-http's layer needs a
-/// plain `Response` from the layer below it, and the guard answers with its cleaned
-/// target attached for the access log; marking the credentials first is also the
-/// safest place), and finishing comes before the 401 retry (so that only the answer the
+/// sensitive-headers layer comes before the access log (marking the credentials
+/// before anything else sees the request is the safest place; it was also where
+/// tower-http's layer, used at first, had to be), and finishing comes before the 401 retry (so that only the answer the
 /// client gets is finished: no login hint for a 401 the retry recovers from).
 pub fn build(config: StackConfig, tunnels: Tunnels) -> Stack {
     let client_prefix = config.guard.client_prefix().to_owned();
     ServiceBuilder::new()
         // Authorization, Cookie, Proxy-Authorization: never printed.
-        .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE))
+        .layer(SensitiveLayer)
         // Requests by method and status class, local answers by kind; atomics only.
         .layer(MetricsLayer::new(config.metrics.clone()))
         // One line per request, once its response is over; never a secret.

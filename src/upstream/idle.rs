@@ -33,6 +33,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::census::{Census, Field};
+
 /// The error type of [`IdleBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -254,13 +256,17 @@ where
 /// such as a path secret, before it). Such a body may be exempted from the rate limit;
 /// anyone can send this shape, so the exemption is bounded by the tunnel slots it holds.
 pub fn is_input_stream(path: &str, headers: &http::HeaderMap) -> bool {
-    // Called for every request: the cheapest test that fails for a GET comes first, and
+    // Called for every request: the cheapest test that fails for a GET comes first (one
+    // pass over the names for the three fields, no lookup of an absent one), and
     // nothing after a failed test is looked at.
-    headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
-        && !headers.contains_key(http::header::CONTENT_LENGTH)
+    let census = Census::of(headers);
+    census.has(Field::TransferEncoding)
+        && !census.has(Field::ContentLength)
+        && census.has(Field::ContentType)
+        && headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
         && headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.as_bytes().get(..RECORDIO.len()))

@@ -28,9 +28,10 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{Answered, ClientSide, Prepared, Retryable};
+use crate::census::{Census, Field};
 use crate::proxy::body::{Answer, local};
 use crate::proxy::error::ProxyError;
-use crate::proxy::headers::{restore_upgrade, strip_hop_by_hop};
+use crate::proxy::headers::{restore_upgrade, strip_hop_by_hop_counted};
 use crate::proxy::upgrade::{Tunnels, tunnel};
 
 /// The minimum time between two "run `dcos auth login`" hints after a master 401.
@@ -220,11 +221,19 @@ fn finish<B>(shared: &Finishing, answered: Answered<B>, client: ClientSide) -> R
     } else {
         None
     };
-    strip_hop_by_hop(&mut parts.headers);
+    // The fields looked at here, found in one pass over the master's names; only
+    // `Upgrade` and `Connection` are inserted after it, and not looked at again.
+    let census = Census::of(&parts.headers);
+    strip_hop_by_hop_counted(&mut parts.headers, census);
     if let Some(proto) = agreed {
         restore_upgrade(&mut parts.headers, proto);
     }
-    if let Some(loc) = parts.headers.get(header::LOCATION) {
+    let location = if census.has(Field::Location) {
+        parts.headers.get(header::LOCATION)
+    } else {
+        None
+    };
+    if let Some(loc) = location {
         let host = client
             .host
             .as_ref()

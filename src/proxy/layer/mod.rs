@@ -34,6 +34,7 @@ pub mod guard;
 pub mod metrics;
 pub mod prepare;
 pub mod retry;
+pub mod sensitive;
 pub mod snapshot;
 pub mod timeout;
 

@@ -33,10 +33,12 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{ClientSide, Master, OrLocal, Prepared, Replay, Retryable, Routed};
+use crate::census::{Census, Field};
 use crate::proxy::body::{Answer, RequestBody, local};
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{
-    Credentials, apply_authorization, restore_upgrade, strip_hop_by_hop, upgrade_request,
+    Credentials, apply_authorization_counted, restore_upgrade, strip_hop_by_hop_counted,
+    upgrade_request_counted,
 };
 use crate::types::ClientAuth;
 use crate::upstream::Upstream;
@@ -110,7 +112,10 @@ where
             };
         }
         let up = master.upstream();
-        let upgrade = upgrade_request(request.headers());
+        // The fields looked at below, found in one pass; no field is inserted before the
+        // last use of the census (only removed, which it allows).
+        let census = Census::of(request.headers());
+        let upgrade = upgrade_request_counted(request.headers(), census);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let target = match up.origin_form(request.uri().path_and_query()) {
             Ok(t) => t,
@@ -129,7 +134,7 @@ where
             target: std::mem::replace(&mut parts.uri, target),
         };
         let (credentials, host) =
-            prepare_headers(&mut parts.headers, up, self.client_auth, upgrade);
+            prepare_headers(&mut parts.headers, census, up, self.client_auth, upgrade);
         let client = ClientSide { host, ..client };
         let keep = credentials == Credentials::Proxy;
 
@@ -175,24 +180,33 @@ where
 /// Turn the client's request headers into the master's: hop-by-hop fields out (but
 /// the upgrade pair back in when switching protocols), `Expect` answered here, `Host`
 /// set to the master, and the `Authorization` policy applied. Returns whose credentials
-/// the request now carries, and the client's `Host`.
+/// the request now carries, and the client's `Host`. `census` is of `headers` as they
+/// arrive: only the fields it found are looked up.
 fn prepare_headers(
     headers: &mut HeaderMap,
+    census: Census,
     up: &Upstream,
     policy: ClientAuth,
     upgrade: Option<HeaderValue>,
 ) -> (Credentials, Option<HeaderValue>) {
     // Taken out before `Connection` can name it, as it is replaced anyway.
-    let client_host = headers.remove(header::HOST);
-    strip_hop_by_hop(headers);
+    let client_host = if census.has(Field::Host) {
+        headers.remove(header::HOST)
+    } else {
+        None
+    };
+    strip_hop_by_hop_counted(headers, census);
     // The proxy answers `Expect: 100-continue` itself: hyper sends the 100 as soon as
     // the body is first read, which happens once the master connection is ready.
-    headers.remove(header::EXPECT);
+    if census.has(Field::Expect) {
+        headers.remove(header::EXPECT);
+    }
     if let Some(u) = upgrade {
         restore_upgrade(headers, u);
     }
     headers.insert(header::HOST, up.host.clone());
-    let credentials = apply_authorization(headers, policy, up.auth.as_ref());
+    // `Upgrade`, `Connection` and `Host` may have been inserted, `Authorization` not.
+    let credentials = apply_authorization_counted(headers, census, policy, up.auth.as_ref());
     (credentials, client_host)
 }
 
@@ -379,6 +393,46 @@ mod tests {
             .expect("no body, own credentials: replayable");
         assert_eq!(replay.uri, *req.uri());
         assert!(replay.body.is_empty());
+    }
+
+    /// Each field prepare reads, alone and in any letter case, is seen: the census that
+    /// spares the lookups of absent fields must find it.
+    #[tokio::test]
+    async fn each_field_prepare_reads_is_seen_alone_in_any_case() {
+        let run = |name: &'static str, value: &'static str| async move {
+            let seen = Seen::default();
+            let inner = recording::<Empty<Bytes>>(seen.clone());
+            let svc = PrepareLayer::new(ClientAuth::Keep, Duration::from_secs(5)).layer(inner);
+            let req = Request::get("/x")
+                .header(name, value)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            svc.oneshot(routed(req)).await.unwrap();
+            let (req, client, _) = seen.lock().unwrap().remove(0);
+            (req, client)
+        };
+        for name in [
+            "EXPECT",
+            "Connection",
+            "KEEP-ALIVE",
+            "Proxy-Connection",
+            "PROXY-Authorization",
+            "Proxy-Authenticate",
+            "TE",
+            "Trailer",
+            "Transfer-Encoding",
+            "Upgrade",
+        ] {
+            let (req, _) = run(name, "x").await;
+            let mut left: Vec<_> = req.headers().keys().map(|k| k.as_str()).collect();
+            left.sort_unstable();
+            assert_eq!(left, ["authorization", "host"], "{name}");
+        }
+        let (req, _) = run("AUTHORIZATION", "Bearer abc").await;
+        assert_eq!(req.headers()[header::AUTHORIZATION], "token=abc");
+        let (req, client) = run("HOST", "localhost:8079").await;
+        assert_eq!(client.host.unwrap(), "localhost:8079");
+        assert_eq!(req.headers()[header::HOST], "master.example:8080");
     }
 
     #[tokio::test]
