@@ -138,6 +138,19 @@ impl Field {
     }
 }
 
+/// The hop-by-hop fields, in the order `proxy::headers` names them.
+pub const HOP_BY_HOP_FIELDS: [Field; 9] = [
+    Field::Connection,
+    Field::KeepAlive,
+    Field::ProxyConnection,
+    Field::ProxyAuthorization,
+    Field::ProxyAuthenticate,
+    Field::Te,
+    Field::Trailer,
+    Field::TransferEncoding,
+    Field::Upgrade,
+];
+
 /// Which [`Field`]s a header map holds: a bit set, taken by [`Census::of`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Census(u32);
@@ -145,17 +158,7 @@ pub struct Census(u32);
 impl Census {
     /// The hop-by-hop fields (RFC 9110 §7.6.1, with `Keep-Alive`, `Proxy-Connection`
     /// and the proxy credentials of RFC 9110 §11.7).
-    pub const HOP_BY_HOP: Census = Census::from_fields(&[
-        Field::Connection,
-        Field::KeepAlive,
-        Field::ProxyConnection,
-        Field::ProxyAuthorization,
-        Field::ProxyAuthenticate,
-        Field::Te,
-        Field::Trailer,
-        Field::TransferEncoding,
-        Field::Upgrade,
-    ]);
+    pub const HOP_BY_HOP: Census = Census::from_fields(&HOP_BY_HOP_FIELDS);
 
     /// The fields of `headers`, in one pass over its names.
     pub fn of(headers: &HeaderMap) -> Census {

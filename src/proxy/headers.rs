@@ -11,25 +11,12 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::census::{Census, Field};
+use crate::census::{Census, Field, HOP_BY_HOP_FIELDS};
 use crate::dcos::token::TOKEN_PREFIX;
 use crate::types::ClientAuth;
 
 /// How many fields [`HOP_BY_HOP`] names.
-const HOP_BY_HOP_COUNT: usize = 9;
-
-/// The [`Field`] of each name in [`HOP_BY_HOP`], in the same order.
-const HOP_BY_HOP_FIELDS: [Field; HOP_BY_HOP_COUNT] = [
-    Field::Connection,
-    Field::KeepAlive,
-    Field::ProxyConnection,
-    Field::ProxyAuthorization,
-    Field::ProxyAuthenticate,
-    Field::Te,
-    Field::Trailer,
-    Field::TransferEncoding,
-    Field::Upgrade,
-];
+const HOP_BY_HOP_COUNT: usize = HOP_BY_HOP_FIELDS.len();
 
 /// Hop-by-hop fields that are never forwarded (RFC 9110 §7.6.1, plus the historical
 /// `Keep-Alive` and `Proxy-Connection` it names, and RFC 9110 §11.7's proxy credentials,
