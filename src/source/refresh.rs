@@ -145,7 +145,12 @@ impl TokenPublisher {
         let mut cluster = self.cluster.clone();
         cluster.token = Some(token);
         match self.base.next(&cluster, &self.options) {
-            Ok(up) => self.published.store(Snapshot::Ready(up)),
+            Ok(mut up) => {
+                // A new login or a rewritten token file brings the next token, whatever
+                // the CLI config's origins say.
+                up.renewable = true;
+                self.published.store(Snapshot::Ready(up));
+            }
             // Only a CA bundle that vanished since startup can fail here; the snapshot
             // in use stays.
             Err(e) => tracing::error!("cannot use the new token: {e}"),

@@ -41,7 +41,7 @@ pub use self::pool::{Pool, SendError, UpstreamBody};
 use self::route::RouteConnector;
 pub use self::route::{Route, RouteOptions};
 use self::tls::{TlsKey, tls_config};
-use crate::dcos::config::{ClusterConfig, Origins};
+use crate::dcos::config::{ClusterConfig, Origins, ValueSource};
 use crate::dcos::token::{Claims, ClaimsError};
 
 /// How long an idle pooled connection to the master is kept.
@@ -204,6 +204,12 @@ pub struct Upstream {
     pub host: HeaderValue,
     /// `token=<jwt>`, or `None` when not logged in.
     pub auth: Option<HeaderValue>,
+    /// Whether a re-read of the token's source can bring a different token for this
+    /// master, and so a request refused with 401 can be worth sending again. False when
+    /// the token comes from `DCOS_ACS_TOKEN`: the environment is read once and beats
+    /// the config file's token, so every re-read finds the same one. Requests then keep
+    /// no replay copy ([`crate::proxy::layer::prepare`]).
+    pub renewable: bool,
     /// Where the master URL and the token came from, for hints.
     pub origins: Origins,
     /// For `Location` rewriting.
@@ -288,6 +294,7 @@ impl Upstream {
             prefix,
             host,
             auth: cluster.token.as_ref().map(|t| t.header_value()),
+            renewable: !matches!(cluster.origins.token, Some(ValueSource::Env(_))),
             origins: cluster.origins.clone(),
             clients: client,
         })

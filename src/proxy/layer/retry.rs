@@ -3,7 +3,8 @@
 //! missed file event); if a different token for the same master turns up, the request
 //! is sent once more with it, and whatever the master answers then (a second 401
 //! included) is the answer. Only requests with a replay copy are retried: no body or a
-//! small one held in memory, and the proxy's own credentials (see [`super::prepare`]).
+//! small one held in memory, the proxy's own credentials, and a token source that a
+//! re-read can renew (see [`super::prepare`]).
 //!
 //! Hand-written rather than `tower::retry`: that needs the request to be cloneable
 //! before every attempt and its policy decides to retry before any re-read has
