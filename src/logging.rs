@@ -16,7 +16,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
@@ -27,7 +27,7 @@ use crate::types::LogFormat;
 mod access;
 mod clock;
 
-pub use access::ACCESS_TARGET;
+pub use access::{ACCESS_TARGET, AccessLine};
 use access::{AccessFormat, Style};
 use clock::CachedSystemTime;
 
@@ -234,6 +234,42 @@ impl Drop for LogGuard {
     }
 }
 
+/// Where [`access`] writes lines without a tracing event: set by [`init`] once its
+/// subscriber is the process's.
+#[derive(Debug)]
+struct Direct {
+    buffer: Arc<Buffer>,
+    style: Style,
+    ansi: bool,
+    /// Whether the filter lets access lines through (fixed: the filter never changes,
+    /// and the proxy logs within no span).
+    enabled: bool,
+}
+
+static DIRECT: OnceLock<Direct> = OnceLock::new();
+
+/// Log one access line. Once [`init`] has installed the process's subscriber, the line
+/// goes straight into the log buffer, byte for byte as the subscriber would write the
+/// event; otherwise (tests, an embedding program with its own subscriber) it is a
+/// tracing event like any other.
+/// `line` is called only when the line is to be written: a filtered-out access log
+/// costs the request path no clock read.
+pub fn access<'a>(line: impl FnOnce() -> AccessLine<'a>) {
+    let Some(direct) = DIRECT.get() else {
+        return line().trace();
+    };
+    if !direct.enabled {
+        return;
+    }
+    let line = line();
+    let written = access::with_access_line(&line, direct.style, direct.ansi, |text| {
+        let _ = (&*direct.buffer).write(text.as_bytes());
+    });
+    if !written {
+        line.trace();
+    }
+}
+
 /// Install the global subscriber. Call once, from `main`, and keep the guard.
 pub fn init(format: LogFormat, filter: &str) -> Result<LogGuard, LogError> {
     let env_filter =
@@ -244,6 +280,7 @@ pub fn init(format: LogFormat, filter: &str) -> Result<LogGuard, LogError> {
     // Colour only for a person at a terminal, and never when NO_COLOR is set.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let (writer, guard) = queued(std::io::stderr(), LOG_BUFFER_BYTES).map_err(LogError::Writer)?;
+    let buffer = Arc::clone(&writer.0);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
         .with_ansi(ansi)
@@ -252,7 +289,7 @@ pub fn init(format: LogFormat, filter: &str) -> Result<LogGuard, LogError> {
     // formatter. Both use the cached clock.
     let general = tracing_subscriber::fmt::format().with_timer(CachedSystemTime);
     // A second init (tests embedding the library) is harmless: the first wins.
-    let _ = match format {
+    let installed = match format {
         LogFormat::Text => builder
             .event_format(AccessFormat::new(general.with_target(false), Style::Text))
             .try_init(),
@@ -265,6 +302,19 @@ pub fn init(format: LogFormat, filter: &str) -> Result<LogGuard, LogError> {
             ))
             .try_init(),
     };
+    if installed.is_ok() {
+        let style = match format {
+            LogFormat::Text => Style::Text,
+            LogFormat::Json => Style::Json,
+        };
+        let enabled = tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO);
+        let _ = DIRECT.set(Direct {
+            buffer,
+            style,
+            ansi,
+            enabled,
+        });
+    }
     Ok(guard)
 }
 

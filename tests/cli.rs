@@ -1329,6 +1329,24 @@ async fn access_log_leaves_out_the_query_string() {
     assert!(!out.all().contains("token=abc"), "{}", out.show());
 }
 
+/// The access log obeys the log filter like any other line: switched off by its target,
+/// it is gone while the rest of the log stays.
+#[tokio::test]
+async fn access_log_switched_off_by_its_target_writes_no_line() {
+    let OnCluster { proxy, url, .. } = start_on_cluster(
+        Some(VALID),
+        &[],
+        &[("RUST_LOG", "info,dcos_token_proxy::access=off")],
+    )
+    .await;
+    let (parts, _) = get(&format!("{url}/quiet-path"), &[]).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    let out = proxy.stop().await;
+    assert!(out.stderr.contains("using DC/OS cluster"), "{}", out.show());
+    assert!(!out.stderr.contains("quiet-path"), "{}", out.show());
+    assert!(!out.stderr.contains("method="), "{}", out.show());
+}
+
 #[tokio::test]
 async fn json_log_format_writes_one_object_per_line() {
     let OnCluster { mut proxy, url, .. } =

@@ -69,12 +69,14 @@ fn write_since_epoch(w: &mut impl Write, since_epoch: Duration) -> fmt::Result {
             w.write_str(&text)
         }
     })?;
-    w.write_char('.')?;
+    // `.ffffffZ` in one write: each write to `w` is a call through `dyn Write`.
     let micros = since_epoch.subsec_micros();
-    for unit in [100_000, 10_000, 1000, 100, 10, 1] {
-        w.write_char(digit(micros / unit))?;
+    let mut tail = *b".000000Z";
+    for (at, unit) in [100_000, 10_000, 1000, 100, 10, 1].into_iter().enumerate() {
+        tail[at + 1] = b'0' + (micros / unit % 10) as u8;
     }
-    w.write_char('Z')
+    // Only ASCII digits, a dot and a `Z`.
+    w.write_str(std::str::from_utf8(&tail).map_err(|_| fmt::Error)?)
 }
 
 /// Append `YYYY-MM-DDTHH:MM:SS` for `secs` since 1970 (below

@@ -21,6 +21,7 @@ use http_body_util::{Either, Full};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 use crate::head_timeout::{AnswerMark, Answerable};
+use crate::logging::AccessLine;
 pub use crate::upstream::RequestBody;
 use crate::upstream::UpstreamBody;
 
@@ -53,17 +54,20 @@ pub struct AccessLog {
 impl AccessLog {
     /// Write the access-log line for this request: `bytes` sent, ended by `outcome`.
     pub(crate) fn emit(&self, bytes: u64, outcome: &'static str) {
-        tracing::info!(
-            target: crate::logging::ACCESS_TARGET,
-            method = %self.method,
-            path = %self.target.path(),
-            status = self.status.as_u16(),
-            latency_ms = millis(self.latency),
-            duration_ms = millis(self.started.elapsed()),
+        crate::logging::access(|| self.line(bytes, outcome));
+    }
+
+    /// The line's values, the duration measured now.
+    pub(crate) fn line(&self, bytes: u64, outcome: &'static str) -> AccessLine<'_> {
+        AccessLine {
+            method: self.method.as_str(),
+            path: self.target.path(),
+            status: self.status.as_u16(),
+            latency_ms: millis(self.latency),
+            duration_ms: millis(self.started.elapsed()),
             bytes,
             outcome,
-            "request"
-        );
+        }
     }
 }
 
