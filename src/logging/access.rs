@@ -99,11 +99,32 @@ impl AccessLine<'_> {
     pub(super) fn write(&self, line: &mut String, style: Style, ansi: bool) -> bool {
         line.clear();
         match style {
+            // Without colour (a file, a pipe, journald: the common case) the names and
+            // separators are constant text, written in one piece each.
+            Style::Text if !ansi => {
+                text_start(line, false);
+                line.push_str("request method=");
+                line.push_str(self.method);
+                line.push_str(" path=");
+                line.push_str(self.path);
+                line.push_str(" status=");
+                push_u64(line, u64::from(self.status));
+                line.push_str(" latency_ms=");
+                push_f64(line, self.latency_ms);
+                line.push_str(" duration_ms=");
+                push_f64(line, self.duration_ms);
+                line.push_str(" bytes=");
+                push_u64(line, self.bytes);
+                line.push_str(" outcome=");
+                push_debug_str(line, self.outcome);
+                line.push('\n');
+                true
+            }
             Style::Text => {
-                text_start(line, ansi);
+                text_start(line, true);
                 let mut fields = TextFields {
                     line: &mut *line,
-                    ansi,
+                    ansi: true,
                     sanitize: false,
                     first: true,
                     complete: true,
@@ -132,21 +153,21 @@ impl AccessLine<'_> {
                 if !json_start(line) {
                     return false;
                 }
-                let mut fields = JsonFields {
-                    line: &mut *line,
-                    complete: true,
-                };
-                fields.str_field("message", "request");
-                fields.str_field("method", self.method);
-                fields.str_field("path", self.path);
-                fields.named("status");
-                push_u64(fields.line, u64::from(self.status));
-                fields.f64_field("latency_ms", self.latency_ms);
-                fields.f64_field("duration_ms", self.duration_ms);
-                fields.named("bytes");
-                push_u64(fields.line, self.bytes);
-                fields.str_field("outcome", self.outcome);
-                let complete = fields.complete;
+                line.push_str(",\"message\":\"request\",\"method\":\"");
+                push_json_escaped(line, self.method);
+                line.push_str("\",\"path\":\"");
+                push_json_escaped(line, self.path);
+                line.push_str("\",\"status\":");
+                push_u64(line, u64::from(self.status));
+                line.push_str(",\"latency_ms\":");
+                let mut complete = push_json_f64(line, self.latency_ms);
+                line.push_str(",\"duration_ms\":");
+                complete &= push_json_f64(line, self.duration_ms);
+                line.push_str(",\"bytes\":");
+                push_u64(line, self.bytes);
+                line.push_str(",\"outcome\":\"");
+                push_json_escaped(line, self.outcome);
+                line.push('"');
                 json_end(line, ACCESS_TARGET);
                 complete
             }
@@ -445,15 +466,25 @@ impl JsonFields<'_> {
     /// A float field, as `serde_json` writes it.
     fn f64_field(&mut self, name: &str, value: f64) {
         self.named(name);
-        if let Some(tenths) = tenths(value) {
-            push_tenths(self.line, tenths);
-        } else {
-            // What serde_json writes for any other float (`null` if not finite).
-            match serde_json::to_string(&value) {
-                Ok(text) => self.line.push_str(&text),
-                Err(_) => self.complete = false,
-            }
+        if !push_json_f64(self.line, value) {
+            self.complete = false;
         }
+    }
+}
+
+/// `value` as `serde_json` writes it; false if it could not be written.
+fn push_json_f64(line: &mut String, value: f64) -> bool {
+    if let Some(tenths) = tenths(value) {
+        push_tenths(line, tenths);
+        return true;
+    }
+    // What serde_json writes for any other float (`null` if not finite).
+    match serde_json::to_string(&value) {
+        Ok(text) => {
+            line.push_str(&text);
+            true
+        }
+        Err(_) => false,
     }
 }
 
