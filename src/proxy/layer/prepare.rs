@@ -162,15 +162,15 @@ where
                 // Called once the body is in; the service here stays with the caller.
                 let inner = self.inner.clone();
                 PrepareFuture::Collecting {
-                    body: tokio::time::timeout(self.body_timeout, body.collect()),
-                    rest: Some(Rest {
+                    body: Box::pin(tokio::time::timeout(self.body_timeout, body.collect())),
+                    rest: Some(Box::new(Rest {
                         inner,
                         parts,
                         master,
                         client,
                         keep,
                         timeout: self.body_timeout,
-                    }),
+                    })),
                 }
             }
             _ => {
@@ -266,12 +266,11 @@ pin_project! {
         Now { #[pin] future: OrLocal<S::Future, R> },
         /// Reading a small body first.
         Collecting {
-            #[pin]
-            body: tokio::time::Timeout<Collect<B>>,
-            rest: Option<Rest<S>>,
+            body: Pin<Box<tokio::time::Timeout<Collect<B>>>>,
+            rest: Option<Box<Rest<S>>>,
         },
         /// The body is in; waiting for the inner service to be ready.
-        Sending { inner: S, prepared: Option<Prepared<B>> },
+        Sending { inner: S, prepared: Option<Box<Prepared<B>>> },
         /// The inner service's answer.
         Calling { #[pin] future: S::Future },
     }
@@ -291,7 +290,7 @@ where
                 PrepareProj::Now { future } => return future.poll(cx),
                 PrepareProj::Calling { future } => return future.poll(cx),
                 PrepareProj::Collecting { body, rest } => {
-                    let collected = ready!(body.poll(cx));
+                    let collected = ready!(body.as_mut().poll(cx));
                     let Some(rest) = rest.take() else {
                         panic!("PrepareFuture polled after it completed");
                     };
@@ -304,7 +303,7 @@ where
                                 prepare(rest.parts, body, replay, rest.master, rest.client);
                             self.set(PrepareFuture::Sending {
                                 inner: rest.inner,
-                                prepared: Some(prepared),
+                                prepared: Some(Box::new(prepared)),
                             });
                             continue;
                         }
@@ -327,7 +326,7 @@ where
                     let Some(prepared) = prepared.take() else {
                         panic!("PrepareFuture polled after it completed");
                     };
-                    let future = inner.call(prepared);
+                    let future = inner.call(*prepared);
                     self.set(PrepareFuture::Calling { future });
                 }
             }

@@ -78,11 +78,11 @@ where
             None => RetryFuture::Once { future },
             Some(replay) => RetryFuture::First {
                 future,
-                again: Some(Again {
+                again: Some(Box::new(Again {
                     replay,
                     inner: self.inner.clone(),
                     source: self.source.clone(),
-                }),
+                })),
             },
         }
     }
@@ -109,15 +109,15 @@ pin_project! {
         /// Not replayable: the one attempt.
         Once { #[pin] future: S::Future },
         /// The first attempt of a replayable request.
-        First { #[pin] future: S::Future, again: Option<Again<S>> },
+        First { #[pin] future: S::Future, again: Option<Box<Again<S>>> },
         /// Refused with 401: re-reading, the first answer kept in case nothing changed.
         Rereading {
             reread: Reread,
-            first: Option<Answered<RB>>,
-            again: Option<Again<S>>,
+            first: Option<Box<Answered<RB>>>,
+            again: Option<Box<Again<S>>>,
         },
         /// Waiting for the inner service to be ready for the second attempt.
-        Sending { inner: S, request: Option<Routed<RequestBody<B>>> },
+        Sending { inner: S, request: Option<Box<Routed<RequestBody<B>>>> },
         /// The second and last attempt.
         Second { #[pin] future: S::Future },
     }
@@ -146,7 +146,7 @@ where
                     let reread = Box::pin(fresher(again.source.clone(), answered.master.clone()));
                     self.set(RetryFuture::Rereading {
                         reread,
-                        first: Some(answered),
+                        first: Some(Box::new(answered)),
                         again: Some(again),
                     });
                 }
@@ -160,7 +160,7 @@ where
                         panic!("RetryFuture polled after it completed");
                     };
                     let Some(master) = fresher else {
-                        return Poll::Ready(Ok(first));
+                        return Poll::Ready(Ok(*first));
                     };
                     tracing::info!(
                         path = %again.replay.uri.path(),
@@ -174,7 +174,7 @@ where
                     };
                     self.set(RetryFuture::Sending {
                         inner: again.inner,
-                        request: Some(request),
+                        request: Some(Box::new(request)),
                     });
                 }
                 RetryProj::Sending { inner, request } => {
@@ -182,7 +182,7 @@ where
                     let Some(request) = request.take() else {
                         panic!("RetryFuture polled after it completed");
                     };
-                    let future = inner.call(request);
+                    let future = inner.call(*request);
                     self.set(RetryFuture::Second { future });
                 }
             }
