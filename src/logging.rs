@@ -252,6 +252,7 @@ static DIRECT: OnceLock<Direct> = OnceLock::new();
 /// goes straight into the log buffer, byte for byte as the subscriber would write the
 /// event; otherwise (tests, an embedding program with its own subscriber) it is a
 /// tracing event like any other.
+///
 /// `line` is called only when the line is to be written: a filtered-out access log
 /// costs the request path no clock read.
 pub fn access<'a>(line: impl FnOnce() -> AccessLine<'a>) {
