@@ -100,53 +100,34 @@ impl AccessLine<'_> {
     pub(super) fn write(&self, line: &mut String, style: Style, ansi: bool) -> bool {
         line.clear();
         match style {
-            // Without colour (a file, a pipe, journald: the common case) the names and
-            // separators are constant text, written in one piece each.
-            Style::Text if !ansi => {
-                text_start(line, false);
-                line.push_str("request method=");
-                line.push_str(self.method);
-                line.push_str(" path=");
-                line.push_str(self.path);
-                line.push_str(" status=");
-                push_u64(line, u64::from(self.status));
-                line.push_str(" latency_ms=");
-                push_f64(line, self.latency_ms);
-                line.push_str(" duration_ms=");
-                push_f64(line, self.duration_ms);
-                line.push_str(" bytes=");
-                push_u64(line, self.bytes);
-                line.push_str(" outcome=");
-                push_debug_str(line, self.outcome);
-                line.push('\n');
-                true
-            }
             Style::Text => {
-                text_start(line, true);
-                let mut fields = TextFields {
-                    line: &mut *line,
-                    ansi: true,
-                    sanitize: false,
-                    first: true,
-                    complete: true,
+                text_start(line, ansi);
+                line.push_str("request");
+                // ` name=`, in one piece without colour (a file, a pipe, journald: the
+                // common case).
+                let name = |line: &mut String, plain: &'static str| {
+                    if ansi {
+                        let name = &plain[1..plain.len() - 1];
+                        line.push(' ');
+                        push_coloured_name(line, name);
+                    } else {
+                        line.push_str(plain);
+                    }
                 };
-                // The message: plain text, nothing to sanitize.
-                fields.pad();
-                fields.line.push_str("request");
-                fields.named("method");
-                fields.line.push_str(self.method);
-                fields.named("path");
-                fields.line.push_str(self.path);
-                fields.named("status");
-                push_u64(fields.line, u64::from(self.status));
-                fields.named("latency_ms");
-                push_f64(fields.line, self.latency_ms);
-                fields.named("duration_ms");
-                push_f64(fields.line, self.duration_ms);
-                fields.named("bytes");
-                push_u64(fields.line, self.bytes);
-                fields.named("outcome");
-                push_debug_str(fields.line, self.outcome);
+                name(line, " method=");
+                line.push_str(self.method);
+                name(line, " path=");
+                line.push_str(self.path);
+                name(line, " status=");
+                push_u64(line, u64::from(self.status));
+                name(line, " latency_ms=");
+                push_f64(line, self.latency_ms);
+                name(line, " duration_ms=");
+                push_f64(line, self.duration_ms);
+                name(line, " bytes=");
+                push_u64(line, self.bytes);
+                name(line, " outcome=");
+                push_debug_str(line, self.outcome);
                 line.push('\n');
                 true
             }
@@ -351,24 +332,15 @@ impl TextFields<'_> {
         if name.starts_with("log.") {
             return false;
         }
-        self.named(name.strip_prefix("r#").unwrap_or(name));
-        true
-    }
-
-    /// Start a field called `name`: a separating space and `name=`.
-    fn named(&mut self, name: &str) {
         self.pad();
+        let name = name.strip_prefix("r#").unwrap_or(name);
         if self.ansi {
-            self.line.push_str(colour::ITALIC);
-            self.line.push_str(name);
-            self.line.push_str(colour::RESET);
-            self.line.push_str(colour::DIMMED);
-            self.line.push('=');
-            self.line.push_str(colour::RESET);
+            push_coloured_name(self.line, name);
         } else {
             self.line.push_str(name);
             self.line.push('=');
         }
+        true
     }
 
     fn pad(&mut self) {
@@ -435,6 +407,16 @@ impl Visit for TextFields<'_> {
             self.complete = false;
         }
     }
+}
+
+/// `name=` as the coloured text formatter writes it: the name in italics, `=` dimmed.
+fn push_coloured_name(line: &mut String, name: &str) {
+    line.push_str(colour::ITALIC);
+    line.push_str(name);
+    line.push_str(colour::RESET);
+    line.push_str(colour::DIMMED);
+    line.push('=');
+    line.push_str(colour::RESET);
 }
 
 /// Fields as `tracing-serde`'s `SerdeMapVisitor` writes them into the JSON object:

@@ -58,7 +58,7 @@ impl AccessLog {
     }
 
     /// The line's values, the duration measured now.
-    pub(crate) fn line(&self, bytes: u64, outcome: &'static str) -> AccessLine<'_> {
+    fn line(&self, bytes: u64, outcome: &'static str) -> AccessLine<'_> {
         AccessLine {
             method: self.method.as_str(),
             path: self.target.path(),
