@@ -260,6 +260,29 @@ async fn informational_responses_from_the_master_are_skipped() {
 }
 
 #[tokio::test]
+async fn a_malformed_answer_from_the_master_is_a_502_that_says_why() {
+    for (script, why) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy"[..],
+            "Content-Length values differ",
+        ),
+        (
+            &b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            "HTTP/1.0",
+        ),
+        (&b"NOT HTTP\r\n\r\n"[..], "malformed HTTP response"),
+        (&b""[..], "closed the connection before answering"),
+    ] {
+        let addr = raw_master(script).await;
+        let proxy = start_proxy_to(&format!("http://{addr}"), SslVerify::System).await;
+        let (parts, body) = get(&format!("{}/x", proxy.url), &[]).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(parts.status, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(body.contains(why), "{why}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn an_http_1_0_master_does_not_downgrade_the_client_connection() {
     let addr = raw_master(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
     let proxy = start_proxy_to(&format!("http://{addr}"), SslVerify::System).await;

@@ -174,6 +174,14 @@ pub fn describe(err: &(dyn StdError + 'static)) -> String {
                 _ => {}
             }
         }
+        if let Some(lean) = e.downcast_ref::<crate::upstream::LeanError>() {
+            use crate::upstream::LeanError::*;
+            match lean {
+                Closed => return "the master closed the connection before answering".into(),
+                Malformed(_) | IncompleteBody => return lean.to_string(),
+                Io(_) => {}
+            }
+        }
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_incomplete_message() || h.is_canceled() {
                 return "the master closed the connection before answering".into();

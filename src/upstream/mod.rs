@@ -15,6 +15,7 @@
 
 pub mod command;
 pub mod idle;
+mod lean;
 pub mod origin;
 pub mod pool;
 pub mod route;
@@ -36,6 +37,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use self::idle::{BodyCut, IdleBody};
+pub use self::lean::Error as LeanError;
 pub use self::origin::MasterOrigin;
 pub use self::pool::{Pool, SendError, UpstreamBody};
 use self::route::RouteConnector;

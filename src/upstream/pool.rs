@@ -23,14 +23,20 @@
 //! Each connection's task (hyper's connection state machine) is spawned on the runtime
 //! that opened it: with one runtime per thread ([`crate::server`]), a request, its
 //! master connection and its response stay on one thread.
+//!
+//! A request without a body (most of them: `GET`, `HEAD`, `DELETE`) skips hyper's client
+//! altogether: [`super::lean`] writes it and reads its answer in the request's own task,
+//! on connections pooled apart from hyper's (an idle list of their own per thread). Those
+//! have no task; each thread's idle lean connections are looked over by one sweeper task
+//! per idle timeout while any wait, and closed once idle a whole timeout.
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -39,6 +45,7 @@ use hyper::client::conn::http1::{Builder, SendRequest};
 use thread_local::ThreadLocal;
 use tower_service::Service;
 
+use super::lean::{self, LeanBody, LeanConn, Return};
 use super::{Connector, RequestBody, UPSTREAM_MAX_BUF_SIZE};
 
 /// The error type of connectors and bodies.
@@ -53,6 +60,9 @@ pub enum SendError {
     /// The connection was made, but the exchange failed.
     #[error("the exchange with the master failed")]
     Http(#[source] hyper::Error),
+    /// The exchange on a lean connection failed.
+    #[error("the exchange with the master failed")]
+    Lean(#[source] lean::Error),
 }
 
 /// Whether a connection is in use, and how often it has been taken: odd while a request
@@ -81,7 +91,20 @@ pub struct Pool {
     idle_timeout: Duration,
     builder: Builder,
     /// Each thread's idle connections, the most recently returned last.
-    idle: ThreadLocal<RefCell<Vec<Conn>>>,
+    idle: ThreadLocal<RefCell<Idle>>,
+}
+
+/// One thread's idle connections.
+#[derive(Default)]
+struct Idle {
+    /// hyper's client connections (for requests with a body, and upgrades).
+    hyper: Vec<Conn>,
+    /// Lean connections (requests without a body). Boxed in the list too: each is
+    /// taken out and put back per request, and moving the box is moving a pointer.
+    #[allow(clippy::vec_box)]
+    lean: Vec<Box<LeanConn>>,
+    /// Whether a sweeper task looks over `lean`.
+    sweeping: bool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -111,7 +134,7 @@ impl Pool {
     /// This thread's most recently returned idle connection that is still open.
     fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.get_or_default().borrow_mut();
-        while let Some(conn) = idle.pop() {
+        while let Some(conn) = idle.hyper.pop() {
             if !conn.sender.is_closed() {
                 return Some(conn);
             }
@@ -125,11 +148,42 @@ impl Pool {
         if self.idle_timeout.is_zero() || conn.sender.is_closed() {
             return;
         }
-        self.idle.get_or_default().borrow_mut().push(conn);
+        self.idle.get_or_default().borrow_mut().hyper.push(conn);
     }
 
-    /// A new connection, its task spawned on the current runtime.
-    async fn connect(&self) -> Result<Conn, SendError> {
+    /// This thread's most recently returned lean connection that can still be used.
+    fn take_lean(&self) -> Option<Box<LeanConn>> {
+        let mut idle = self.idle.get_or_default().borrow_mut();
+        while let Some(mut conn) = idle.lean.pop() {
+            if conn.usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Put a lean connection whose answer has ended back in this thread's list, and
+    /// have a sweeper look after the list.
+    fn give_back_lean(self: &Arc<Self>, mut conn: Box<LeanConn>) {
+        if self.idle_timeout.is_zero() {
+            return;
+        }
+        // The sweeper runs on this thread's runtime; with none (a body dropped after
+        // its runtime ended), the connection is simply closed.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        conn.since = Instant::now();
+        let mut idle = self.idle.get_or_default().borrow_mut();
+        idle.lean.push(conn);
+        if !idle.sweeping {
+            idle.sweeping = true;
+            runtime.spawn(sweep(Arc::downgrade(self), self.idle_timeout));
+        }
+    }
+
+    /// A new connection to the master (TCP, route, TLS), not yet speaking HTTP.
+    async fn dial(&self) -> Result<lean::Io, SendError> {
         let mut connector = self.connector.clone();
         poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -138,6 +192,52 @@ impl Pool {
             .call(self.origin.clone())
             .await
             .map_err(SendError::Connect)?;
+        Ok(hyper_util::rt::TokioIo::new(io))
+    }
+
+    /// Send a request without a body on a lean connection ([`lean`]).
+    async fn send_lean(
+        self: Arc<Self>,
+        request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let (parts, _) = request.into_parts();
+        let head_request = parts.method == http::Method::HEAD;
+        loop {
+            let (mut conn, reused) = match self.take_lean() {
+                Some(conn) => (conn, true),
+                None => (LeanConn::new(self.dial().await?), false),
+            };
+            conn.encode(&parts);
+            match poll_fn(|cx| conn.poll_write_head(cx)).await {
+                Ok(()) => {}
+                // Not a byte of it was sent: the master closed the connection just as
+                // it was taken. Safe to send on another.
+                Err((_, true)) if reused => {
+                    tracing::debug!("a pooled master connection closed; sending again");
+                    continue;
+                }
+                Err((e, _)) => return Err(SendError::Lean(e)),
+            }
+            let head = poll_fn(|cx| conn.poll_head(cx, head_request))
+                .await
+                .map_err(SendError::Lean)?;
+            let body = LeanBody::new(conn, &head, LeanBack(Arc::clone(&self)));
+            let mut response = Response::new(UpstreamBody(Kind::Lean(body)));
+            *response.status_mut() = head.status;
+            *response.version_mut() = head.version;
+            *response.headers_mut() = head.headers;
+            if let Some(reason) = head.reason {
+                if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
+                    response.extensions_mut().insert(reason);
+                }
+            }
+            return Ok(response);
+        }
+    }
+
+    /// A new connection, its task spawned on the current runtime.
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let io = self.dial().await?.into_inner();
         let (sender, connection) = self.builder.handshake(io).await.map_err(SendError::Http)?;
         let uses = Arc::new(Uses::default());
         tokio::spawn(drive(
@@ -154,6 +254,9 @@ impl Pool {
         self: Arc<Self>,
         mut request: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        if lean::eligible(&request) {
+            return self.send_lean(request).await;
+        }
         loop {
             let (mut conn, reused) = match self.take_idle() {
                 Some(conn) => (conn, true),
@@ -173,7 +276,7 @@ impl Pool {
                         conn,
                         pool: Arc::clone(&self),
                     });
-                    return Ok(response.map(|body| UpstreamBody { body, back }));
+                    return Ok(response.map(|body| UpstreamBody(Kind::Hyper { body, back })));
                 }
                 Err(mut failed) => match failed.take_message() {
                     // Not a byte of it was sent: the master closed the connection
@@ -242,65 +345,122 @@ struct GiveBack {
     pool: Arc<Pool>,
 }
 
-/// The master's response body: hyper's [`Incoming`], which puts its connection back in
-/// the pool once it has ended (and drops it when it fails or is dropped unfinished).
-pub struct UpstreamBody {
-    body: Incoming,
-    back: Option<GiveBack>,
+/// Close the lean connections of this thread's list once idle a whole `period`
+/// (checked once per period: closed after one to two), until the list is empty.
+async fn sweep(pool: Weak<Pool>, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let Some(idle) = pool.idle.get() else {
+            return;
+        };
+        let mut idle = idle.borrow_mut();
+        let before = idle.lean.len();
+        idle.lean.retain(|conn| conn.since.elapsed() < period);
+        if before > idle.lean.len() {
+            tracing::debug!(
+                closed = before - idle.lean.len(),
+                "closing master connections idle for {period:?}"
+            );
+        }
+        if idle.lean.is_empty() {
+            idle.sweeping = false;
+            return;
+        }
+    }
+}
+
+/// Where a lean body puts its connection back.
+struct LeanBack(Arc<Pool>);
+
+impl Return for LeanBack {
+    fn give_back(&self, conn: Box<LeanConn>) {
+        self.0.give_back_lean(conn);
+    }
+}
+
+/// The master's response body. From hyper's client: hyper's [`Incoming`], which puts
+/// its connection back in the pool once it has ended (and drops it when it fails or is
+/// dropped unfinished). From a lean connection: [`LeanBody`], which does the same.
+pub struct UpstreamBody(Kind);
+
+enum Kind {
+    Hyper {
+        body: Incoming,
+        back: Option<GiveBack>,
+    },
+    Lean(LeanBody<LeanBack>),
 }
 
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody")
-            .field("body", &self.body)
-            .field("pooled", &self.back.is_some())
-            .finish()
+        match &self.0 {
+            Kind::Hyper { body, back } => f
+                .debug_struct("UpstreamBody")
+                .field("body", body)
+                .field("pooled", &back.is_some())
+                .finish(),
+            Kind::Lean(body) => f.debug_tuple("UpstreamBody").field(body).finish(),
+        }
     }
 }
 
-impl UpstreamBody {
-    fn give_back(&mut self) {
-        if let Some(GiveBack { conn, pool }) = self.back.take() {
-            pool.give_back(conn);
-        }
+fn give_back(back: &mut Option<GiveBack>) {
+    if let Some(GiveBack { conn, pool }) = back.take() {
+        pool.give_back(conn);
     }
 }
 
 impl Body for UpstreamBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.give_back(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
-            // A broken exchange: the connection is not reused.
-            Poll::Ready(Some(Err(_))) => this.back = None,
-            _ => {}
+        match &mut self.0 {
+            Kind::Lean(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Hyper { body, back } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => give_back(back),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => give_back(back),
+                    // A broken exchange: the connection is not reused.
+                    Poll::Ready(Some(Err(_))) => *back = None,
+                    _ => {}
+                }
+                polled.map_err(Into::into)
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.0 {
+            Kind::Hyper { body, .. } => body.is_end_stream(),
+            Kind::Lean(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.0 {
+            Kind::Hyper { body, .. } => body.size_hint(),
+            Kind::Lean(body) => body.size_hint(),
+        }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // An empty body (HEAD, 204, 304) is never polled; one dropped unfinished leaves
-        // the connection mid-response, and it is closed with this.
-        if self.body.is_end_stream() {
-            self.give_back();
+        // the connection mid-response, and it is closed with this. (A lean body gives
+        // its connection back itself, the moment it ends.)
+        if let Kind::Hyper { body, back } = &mut self.0 {
+            if body.is_end_stream() {
+                give_back(back);
+            }
         }
     }
 }
