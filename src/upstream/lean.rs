@@ -53,6 +53,8 @@ pub(super) type Io = TokioIo<MaybeHttpsStream<RouteStream>>;
 const MAX_HEADERS: usize = 100;
 /// The first read of an answer; later reads grow while they fill the buffer.
 const FIRST_READ: usize = 8 * 1024;
+/// The most read buffer an idle connection keeps.
+const IDLE_BUFFER: usize = 64 * 1024;
 /// Trailer fields of a chunked body, in bytes (hyper's limit).
 const TRAILER_LIMIT: usize = 16 * 1024;
 /// Chunk extensions of one body, in bytes (hyper's limit).
@@ -599,8 +601,13 @@ impl<R: Return> LeanBody<R> {
     /// The body is over: the connection goes back if it can carry another request.
     fn ended(&mut self) {
         self.reading = Reading::Done;
-        if let (Some(conn), Some(back)) = (self.conn.take(), self.back.take()) {
+        if let (Some(mut conn), Some(back)) = (self.conn.take(), self.back.take()) {
             if self.keep_alive && conn.buf.is_empty() {
+                // An idle connection keeps no large buffer from a download.
+                if conn.buf.capacity() > IDLE_BUFFER {
+                    conn.buf = BytesMut::new();
+                }
+                conn.read_size = FIRST_READ;
                 back.give_back(conn);
             }
         }
@@ -878,20 +885,46 @@ mod tests {
         assert!(dechunk(&trailers, 1024).is_err(), "trailers over the limit");
     }
 
-    /// Records the connections a body gives back.
+    /// Records the connections a body gives back (their buffers' capacity).
     #[derive(Clone, Default)]
-    struct Returned(Arc<Mutex<usize>>);
+    struct Returned(Arc<Mutex<Vec<usize>>>);
 
     impl Return for Returned {
-        fn give_back(&self, _: Box<LeanConn>) {
-            *self.0.lock().unwrap() += 1;
+        fn give_back(&self, conn: Box<LeanConn>) {
+            self.0.lock().unwrap().push(conn.buf.capacity());
         }
     }
 
     impl Returned {
         fn count(&self) -> usize {
-            *self.0.lock().unwrap()
+            self.0.lock().unwrap().len()
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_back_from_a_download_keeps_no_large_buffer() {
+        let size = 4 * 1024 * 1024;
+        let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n").into_bytes();
+        answer.resize(answer.len() + size, b'x');
+        let (head, conn) = exchange(answer.leak()).await;
+        let returned = Returned::default();
+        let mut body = LeanBody::new(conn, &head, returned.clone());
+        let mut read = 0;
+        let mut largest = 0;
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            read += data.len();
+            largest = largest.max(data.len());
+        }
+        assert_eq!(read, size);
+        assert!(largest > IDLE_BUFFER, "reads grew to {largest} bytes");
+        let kept = returned.0.lock().unwrap().clone();
+        assert_eq!(kept.len(), 1);
+        assert!(
+            kept[0] <= IDLE_BUFFER,
+            "an idle buffer of {} bytes",
+            kept[0]
+        );
     }
 
     /// A lean connection to a master that answers the first request with `answer`,

@@ -9,21 +9,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::Response;
 use tower::Service;
 
 use super::{Answered, Master, Routed};
 use crate::proxy::body::RequestBody;
 use crate::proxy::error::ProxyError;
-use crate::upstream::{SendError, UpstreamBody};
+use crate::upstream::UpstreamBody;
+use crate::upstream::pool::Sending;
 
 /// Sends requests to the master on the snapshot's pool.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Forward;
-
-/// The pool's future: boxed, because hyper's send future cannot be named (one
-/// allocation per request, as hyper-util's client made too).
-type Sending = Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, SendError>> + Send>>;
 
 impl Service<Routed<RequestBody>> for Forward {
     type Response = Answered<UpstreamBody>;
@@ -40,7 +36,7 @@ impl Service<Routed<RequestBody>> for Forward {
         let Routed { request, master } = routed;
         let pool = master.upstream().clients.pool().clone();
         ForwardFuture {
-            inner: Box::pin(pool.send(request)),
+            inner: pool.send_boxed(request),
             master: Some(master),
         }
     }
@@ -48,6 +44,8 @@ impl Service<Routed<RequestBody>> for Forward {
 
 /// The future of [`Forward`].
 pub struct ForwardFuture {
+    /// The pool's future: boxed, because hyper's send future cannot be named (one
+    /// allocation per request, as hyper-util's client made too).
     inner: Sending,
     master: Option<Master>,
 }
