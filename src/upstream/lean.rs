@@ -19,7 +19,8 @@
 //! - `HEAD` answers, 204 and 304 have no body;
 //! - `Transfer-Encoding` whose last coding is `chunked` is decoded (trailers kept);
 //!   any other `Transfer-Encoding` is read to the connection's end, and one in an
-//!   HTTP/1.0 answer is refused; it wins over `Content-Length`;
+//!   HTTP/1.0 answer is refused; it wins over `Content-Length` (and an answer with
+//!   both does not leave its connection for reuse: stricter than hyper);
 //! - `Content-Length` values (every line, every comma-separated item) must agree;
 //! - with neither, the body runs to the connection's end;
 //! - at most 100 header fields, and a head of at most `UPSTREAM_MAX_BUF_SIZE`;
@@ -347,7 +348,14 @@ fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
         _ if head_request => Framing::Length(0),
         _ => framing(&headers, version)?,
     };
-    if status == StatusCode::SWITCHING_PROTOCOLS || framing == Framing::Close {
+    // A 101 hands the connection over; a close-delimited body ends it; and an answer
+    // framed both ways (`Transfer-Encoding` and `Content-Length`) may have been read
+    // differently by something on the way, so its connection is not trusted again
+    // (RFC 9112 section 6.3, item 3).
+    if status == StatusCode::SWITCHING_PROTOCOLS
+        || framing == Framing::Close
+        || (framing == Framing::Chunked && headers.contains_key(CONTENT_LENGTH))
+    {
         keep_alive = false;
     }
     Ok(Parsed::Head(Head {
@@ -801,6 +809,10 @@ mod tests {
             "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n"
         ));
         assert!(!alive("HTTP/1.1 200 OK\r\n\r\n"), "a close-delimited body");
+        assert!(
+            !alive("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"),
+            "framed both ways"
+        );
         assert!(!alive("HTTP/1.1 101 Switching Protocols\r\n\r\n"));
     }
 

@@ -171,18 +171,18 @@ impl Pool {
         if self.idle_timeout.is_zero() {
             return;
         }
-        // The sweeper runs on this thread's runtime; with none (a body dropped after
-        // its runtime ended), the connection is simply closed.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        conn.since = Instant::now();
         let mut idle = self.idle.get_or_default().borrow_mut();
-        idle.lean.push(conn);
         if !idle.sweeping {
+            // The sweeper runs on this thread's runtime; with none (a body dropped
+            // after its runtime ended), the connection is simply closed.
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
             idle.sweeping = true;
             runtime.spawn(sweep(Arc::downgrade(self), self.idle_timeout));
         }
+        conn.since = Instant::now();
+        idle.lean.push(conn);
     }
 
     /// A new connection to the master (TCP, route, TLS), not yet speaking HTTP.
