@@ -361,6 +361,11 @@ struct GiveBack {
 
 /// Close the lean connections of this thread's list once idle a whole `period`
 /// (checked once per period: closed after one to two), until the list is empty.
+///
+/// It looks at the list of the thread it runs on, which is the thread that spawned it
+/// on the proxy's current-thread runtimes ([`crate::server`]). On a multi-thread
+/// runtime it may run elsewhere; the first thread's idle connections are then closed
+/// only when next taken (found closed) or with the pool.
 async fn sweep(pool: Weak<Pool>, period: Duration) {
     loop {
         tokio::time::sleep(period).await;
