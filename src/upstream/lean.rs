@@ -33,7 +33,6 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
-use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
@@ -99,8 +98,10 @@ pub(super) struct LeanConn {
     head: Vec<u8>,
     written: usize,
     read_size: usize,
-    /// When it was last put back in the pool.
-    pub(super) since: Instant,
+    /// Set by the pool's sweeper when it finds the connection idle; cleared when the
+    /// connection goes back to the pool after a request. Found set at the next sweep:
+    /// idle a whole sweep period (no clock read per request).
+    pub(super) swept: bool,
 }
 
 impl LeanConn {
@@ -113,7 +114,7 @@ impl LeanConn {
             head: Vec::new(),
             written: 0,
             read_size: FIRST_READ,
-            since: Instant::now(),
+            swept: false,
         })
     }
 
@@ -202,25 +203,23 @@ impl LeanConn {
         head_request: bool,
     ) -> Poll<Result<Head, Error>> {
         loop {
-            if !self.buf.is_empty() {
+            let started = !self.buf.is_empty();
+            if started {
                 match parse(&mut self.buf, head_request)? {
                     Parsed::Head(head) => return Poll::Ready(Ok(head)),
                     Parsed::Skipped => continue,
-                    Parsed::Partial => {}
-                }
-                if self.buf.len() >= UPSTREAM_MAX_BUF_SIZE {
-                    return Poll::Ready(Err(Error::Malformed("the response head is too large")));
-                }
-                // A partial head: read on.
-                match ready!(self.poll_fill(cx)) {
-                    Ok(0) => {
-                        return Poll::Ready(Err(Error::Malformed("the response head was cut off")));
+                    Parsed::Partial if self.buf.len() >= UPSTREAM_MAX_BUF_SIZE => {
+                        return Poll::Ready(Err(Error::Malformed(
+                            "the response head is too large",
+                        )));
                     }
-                    Ok(_) => continue,
-                    Err(e) => return Poll::Ready(Err(Error::Io(e))),
+                    Parsed::Partial => {}
                 }
             }
             match ready!(self.poll_fill(cx)) {
+                Ok(0) if started => {
+                    return Poll::Ready(Err(Error::Malformed("the response head was cut off")));
+                }
                 Ok(0) => return Poll::Ready(Err(Error::Closed)),
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Err(Error::Io(e))),

@@ -36,7 +36,7 @@ use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -181,7 +181,7 @@ impl Pool {
             idle.sweeping = true;
             runtime.spawn(sweep(Arc::downgrade(self), self.idle_timeout));
         }
-        conn.since = Instant::now();
+        conn.swept = false;
         idle.lean.push(conn);
     }
 
@@ -377,7 +377,11 @@ async fn sweep(pool: Weak<Pool>, period: Duration) {
         };
         let mut idle = idle.borrow_mut();
         let before = idle.lean.len();
-        idle.lean.retain(|conn| conn.since.elapsed() < period);
+        // Closed: those already found idle at the last sweep. Marked: the rest.
+        idle.lean.retain(|conn| !conn.swept);
+        for conn in &mut idle.lean {
+            conn.swept = true;
+        }
         if before > idle.lean.len() {
             tracing::debug!(
                 closed = before - idle.lean.len(),
@@ -630,7 +634,7 @@ mod tests {
             get_ok(&pool, "/").await;
         }
         assert_eq!(next(&mut seen).await, Seen::Accepted(0));
-        // Idle for one to two timeouts: closed by its own task.
+        // Idle for one to two timeouts: closed by the sweeper.
         assert_eq!(next(&mut seen).await, Seen::Closed(0));
         get_ok(&pool, "/").await;
         assert_eq!(next(&mut seen).await, Seen::Accepted(1));
