@@ -145,48 +145,71 @@ pub fn apply_authorization_counted(
     policy: ClientAuth,
     own: Option<&HeaderValue>,
 ) -> Credentials {
-    if let (ClientAuth::Replace, Some(own)) = (policy, own) {
+    let credentials = authorize_on_send_counted(headers, census, policy, own);
+    if let (Credentials::Proxy, Some(own)) = (credentials, own) {
         headers.insert(header::AUTHORIZATION, own.clone());
-        return Credentials::Proxy;
     }
-    let presented = if census.has(Field::Authorization) {
-        headers.get(header::AUTHORIZATION)
-    } else {
-        None
-    };
-    let rewritten = match presented {
-        None => own.cloned(),
-        Some(v) => match classify(v.as_bytes()) {
-            Presented::TokenForm => return Credentials::Client,
-            Presented::Bearer(jwt) => {
+    credentials
+}
+
+/// [`apply_authorization_counted`], except that the proxy's own token is not put in:
+/// with [`Credentials::Proxy`] the request is to get `own` (when logged in) as it is
+/// sent, and whatever `Authorization` the client sent has been removed. The request
+/// path adds it only then ([`crate::proxy::layer::Routed::own_token`]): an exactly sized
+/// header map (hyper's, for a client's request) would be reallocated by an insert, and
+/// the lean path writes the field straight into the request head instead.
+pub fn authorize_on_send_counted(
+    headers: &mut HeaderMap,
+    census: Census,
+    policy: ClientAuth,
+    own: Option<&HeaderValue>,
+) -> Credentials {
+    let sent = census.has(Field::Authorization);
+    let replace = policy == ClientAuth::Replace && own.is_some();
+    if sent && !replace {
+        let rewritten = match headers
+            .get(header::AUTHORIZATION)
+            .map(|v| classify(v.as_bytes()))
+        {
+            Some(Presented::TokenForm) => return Credentials::Client,
+            Some(Presented::Bearer(jwt)) => {
                 let mut value = Vec::with_capacity(TOKEN_PREFIX.len() + jwt.len());
                 value.extend_from_slice(TOKEN_PREFIX.as_bytes());
                 value.extend_from_slice(jwt);
                 // Bytes of a header value minus its prefix are always a valid value.
-                let rewritten = HeaderValue::from_bytes(&value).ok().map(|mut v| {
+                HeaderValue::from_bytes(&value).ok().map(|mut v| {
                     v.set_sensitive(true);
                     v
-                });
-                if let Some(v) = rewritten {
-                    headers.insert(header::AUTHORIZATION, v);
-                    return Credentials::Client;
-                }
-                own.cloned()
+                })
             }
-            Presented::Other => own.cloned(),
-        },
-    };
-    match rewritten {
-        Some(v) => {
-            headers.insert(header::AUTHORIZATION, v);
-        }
-        None => {
-            if census.has(Field::Authorization) {
-                headers.remove(header::AUTHORIZATION);
-            }
+            Some(Presented::Other) | None => None,
+        };
+        if let Some(v) = rewritten {
+            set_in_place(headers, header::AUTHORIZATION, v);
+            return Credentials::Client;
         }
     }
+    if sent {
+        headers.remove(header::AUTHORIZATION);
+    }
     Credentials::Proxy
+}
+
+/// Make `value` the one value of `name`, returning the first one there was. A single
+/// value is replaced in place: an insert (even of a field already there) into a full
+/// header map, as hyper sizes a request's, reallocates it. Several values are all
+/// replaced by `value`; none, and it is added.
+pub fn set_in_place(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    value: HeaderValue,
+) -> Option<HeaderValue> {
+    if headers.get_all(&name).iter().nth(1).is_none() {
+        if let Some(slot) = headers.get_mut(&name) {
+            return Some(std::mem::replace(slot, value));
+        }
+    }
+    headers.insert(name, value)
 }
 
 /// Whose credentials a forwarded request carries.

@@ -137,8 +137,9 @@ impl LeanConn {
     }
 
     /// Lay out `request`'s head for [`Self::poll_write_head`] as hyper's client writes
-    /// it: request line, then every field as `name: value`.
-    pub(super) fn encode(&mut self, request: &Parts) {
+    /// it: request line, then every field as `name: value`; then `Authorization:
+    /// authorization` when given (the request has none of its own then).
+    pub(super) fn encode(&mut self, request: &Parts, authorization: Option<&HeaderValue>) {
         let head = &mut self.head;
         head.clear();
         self.written = 0;
@@ -150,6 +151,11 @@ impl LeanConn {
         for (name, value) in &request.headers {
             head.extend_from_slice(name.as_str().as_bytes());
             head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        if let Some(value) = authorization {
+            head.extend_from_slice(b"authorization: ");
             head.extend_from_slice(value.as_bytes());
             head.extend_from_slice(b"\r\n");
         }
@@ -938,8 +944,9 @@ mod tests {
         );
     }
 
-    /// A lean connection to a master that answers the first request with `answer`,
-    /// written in two halves, then keeps the connection open.
+    /// A lean connection to a master that answers the first request (a GET with a
+    /// `Host` and the proxy's token) with `answer`, written in two halves, then keeps
+    /// the connection open.
     async fn exchange(answer: &'static [u8]) -> (Head, Box<LeanConn>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -952,7 +959,11 @@ mod tests {
                 assert!(n > 0);
                 seen.extend_from_slice(&b[..n]);
             }
-            assert!(seen.starts_with(b"GET /a?b=c HTTP/1.1\r\nhost: master\r\n"));
+            // The request's own fields, then the token the proxy adds as it sends.
+            assert_eq!(
+                String::from_utf8_lossy(&seen),
+                "GET /a?b=c HTTP/1.1\r\nhost: master\r\nauthorization: token=t\r\n\r\n"
+            );
             let (one, two) = answer.split_at(answer.len() / 2);
             s.write_all(one).await.unwrap();
             s.flush().await.unwrap();
@@ -968,7 +979,8 @@ mod tests {
             .header("host", "master")
             .body(())
             .unwrap();
-        conn.encode(&request.into_parts().0);
+        let token = HeaderValue::from_static("token=t");
+        conn.encode(&request.into_parts().0, Some(&token));
         std::future::poll_fn(|cx| conn.poll_write_head(cx))
             .await
             .map_err(|(e, _)| e)

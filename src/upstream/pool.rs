@@ -38,7 +38,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
@@ -202,6 +202,7 @@ impl Pool {
     async fn send_lean(
         self: Arc<Self>,
         request: Request<RequestBody>,
+        authorization: Option<HeaderValue>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, _) = request.into_parts();
         let head_request = parts.method == http::Method::HEAD;
@@ -210,7 +211,7 @@ impl Pool {
                 Some(conn) => (conn, true),
                 None => (LeanConn::new(self.dial().await?), false),
             };
-            conn.encode(&parts);
+            conn.encode(&parts, authorization.as_ref());
             match poll_fn(|cx| conn.poll_write_head(cx)).await {
                 Ok(()) => {}
                 // Not a byte of it was sent: the master closed the connection just as
@@ -251,13 +252,23 @@ impl Pool {
         Ok(Conn { sender, uses })
     }
 
-    /// [`Self::send`], boxed. A request without a body gets the lean path's future
-    /// alone, a third of the size of `send`'s (which also holds hyper's), so less is
-    /// copied into the box.
-    pub fn send_boxed(self: Arc<Self>, request: Request<RequestBody>) -> Sending {
+    /// [`Self::send`], boxed, with `authorization` added to the request as it is sent
+    /// (the lean path writes it into the head; hyper's gets it in the header map). A
+    /// request without a body gets the lean path's future alone, a third of the size of
+    /// `send`'s (which also holds hyper's), so less is copied into the box.
+    pub fn send_boxed(
+        self: Arc<Self>,
+        mut request: Request<RequestBody>,
+        authorization: Option<HeaderValue>,
+    ) -> Sending {
         if lean::eligible(&request) {
-            Box::pin(self.send_lean(request))
+            Box::pin(self.send_lean(request, authorization))
         } else {
+            if let Some(value) = authorization {
+                request
+                    .headers_mut()
+                    .insert(http::header::AUTHORIZATION, value);
+            }
             Box::pin(self.send(request))
         }
     }
@@ -269,7 +280,7 @@ impl Pool {
         mut request: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if lean::eligible(&request) {
-            return self.send_lean(request).await;
+            return self.send_lean(request, None).await;
         }
         loop {
             let (mut conn, reused) = match self.take_idle() {

@@ -334,10 +334,7 @@ mod tests {
                 target: Uri::from_static("/v2/events"),
             },
             next: Retryable {
-                routed: Routed {
-                    request: Request::new(Either::Right(())),
-                    master,
-                },
+                routed: Routed::new(Request::new(Either::Right(())), master),
                 replay: None,
             },
         }

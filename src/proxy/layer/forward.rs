@@ -33,10 +33,13 @@ impl Service<Routed<RequestBody>> for Forward {
     }
 
     fn call(&mut self, routed: Routed<RequestBody>) -> Self::Future {
-        let Routed { request, master } = routed;
+        let token = routed.token_to_add().cloned();
+        let Routed {
+            request, master, ..
+        } = routed;
         let pool = master.upstream().clients.pool().clone();
         ForwardFuture {
-            inner: pool.send_boxed(request),
+            inner: pool.send_boxed(request, token),
             master: Some(master),
         }
     }

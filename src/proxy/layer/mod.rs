@@ -108,6 +108,32 @@ pub struct Routed<B> {
     pub request: Request<B>,
     /// The snapshot it is served with.
     pub master: Master,
+    /// The request is to carry the proxy's own token (the snapshot's, when logged in),
+    /// which the forwarding layer adds as it sends it, not before: see
+    /// [`crate::proxy::headers::authorize_on_send_counted`]. Any `Authorization` in
+    /// `request` is then already gone. `false` for the client's request, and for a
+    /// master-bound one that carries the client's credentials or its token already.
+    pub own_token: bool,
+}
+
+impl<B> Routed<B> {
+    /// `request`, with no token to add.
+    pub fn new(request: Request<B>, master: Master) -> Self {
+        Self {
+            request,
+            master,
+            own_token: false,
+        }
+    }
+
+    /// The `Authorization` value to add as the request is sent, if any.
+    pub fn token_to_add(&self) -> Option<&HeaderValue> {
+        if self.own_token {
+            self.master.upstream().auth.as_ref()
+        } else {
+            None
+        }
+    }
 }
 
 /// What the response side needs to know about the client's request once it has been

@@ -41,8 +41,8 @@ use crate::census::{Census, Field};
 use crate::proxy::body::{Answer, RequestBody, local};
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{
-    Credentials, apply_authorization_counted, restore_upgrade, strip_hop_by_hop_counted,
-    upgrade_request_counted,
+    Credentials, authorize_on_send_counted, restore_upgrade, set_in_place,
+    strip_hop_by_hop_counted, upgrade_request_counted,
 };
 use crate::types::ClientAuth;
 use crate::upstream::Upstream;
@@ -107,6 +107,7 @@ where
         let Routed {
             mut request,
             master,
+            ..
         } = routed;
         if let Some(full) = request.extensions().get::<InputStreamsFull>() {
             let err = ProxyError::TooManyInputStreams(full.0);
@@ -117,7 +118,7 @@ where
         }
         let up = master.upstream();
         // The fields looked at below, found in one pass; no field is inserted before the
-        // last use of the census (only removed, which it allows).
+        // census's last use of it (only removed, which it allows; `Host` is replaced).
         let census = Census::of(request.headers());
         let upgrade = upgrade_request_counted(request.headers(), census);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
@@ -143,16 +144,18 @@ where
         // A replay copy only where a 401 can be retried: the proxy's own credentials,
         // from a source that a re-read can renew.
         let keep = credentials == Credentials::Proxy && up.renewable;
+        // Where it goes, and whether with the proxy's token (added as it is sent).
+        let to = (master, credentials == Credentials::Proxy);
 
         if client.upgrade.is_some() {
-            let prepared = prepare(parts, Either::Right(body), None, master, client);
+            let prepared = prepare(parts, Either::Right(body), None, to, client);
             return PrepareFuture::Now {
                 future: OrLocal::inner(self.inner.call(prepared)),
             };
         }
         if body.is_end_stream() {
             let replay = keep.then(Bytes::new);
-            let prepared = prepare(parts, Either::Left(Full::default()), replay, master, client);
+            let prepared = prepare(parts, Either::Left(Full::default()), replay, to, client);
             return PrepareFuture::Now {
                 future: OrLocal::inner(self.inner.call(prepared)),
             };
@@ -166,7 +169,7 @@ where
                     rest: Some(Box::new(Rest {
                         inner,
                         parts,
-                        master,
+                        to,
                         client,
                         keep,
                         timeout: self.body_timeout,
@@ -174,7 +177,7 @@ where
                 }
             }
             _ => {
-                let prepared = prepare(parts, Either::Right(body), None, master, client);
+                let prepared = prepare(parts, Either::Right(body), None, to, client);
                 PrepareFuture::Now {
                     future: OrLocal::inner(self.inner.call(prepared)),
                 }
@@ -195,13 +198,15 @@ fn prepare_headers(
     policy: ClientAuth,
     upgrade: Option<HeaderValue>,
 ) -> (Credentials, Option<HeaderValue>) {
-    // Taken out before `Connection` can name it, as it is replaced anyway.
-    let client_host = if census.has(Field::Host) {
-        headers.remove(header::HOST)
-    } else {
-        None
-    };
+    // Replaced in place: a remove and an insert would make hyper's exactly sized map
+    // grow. A client without `Host` (HTTP/1.0) has it added; one with several (which
+    // the guard refuses before here) keeps none of its own.
+    let client_host = set_in_place(headers, header::HOST, up.host.clone());
     strip_hop_by_hop_counted(headers, census);
+    // `Connection` may have named `Host` itself.
+    if census.has(Field::Connection) && !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, up.host.clone());
+    }
     // The proxy answers `Expect: 100-continue` itself: hyper sends the 100 as soon as
     // the body is first read, which happens once the master connection is ready.
     if census.has(Field::Expect) {
@@ -210,9 +215,8 @@ fn prepare_headers(
     if let Some(u) = upgrade {
         restore_upgrade(headers, u);
     }
-    headers.insert(header::HOST, up.host.clone());
     // `Upgrade`, `Connection` and `Host` may have been inserted, `Authorization` not.
-    let credentials = apply_authorization_counted(headers, census, policy, up.auth.as_ref());
+    let credentials = authorize_on_send_counted(headers, census, policy, up.auth.as_ref());
     (credentials, client_host)
 }
 
@@ -221,7 +225,7 @@ fn prepare<B>(
     parts: Parts,
     body: RequestBody<B>,
     replay: Option<Bytes>,
-    master: Master,
+    (master, own_token): (Master, bool),
     client: ClientSide,
 ) -> Prepared<B> {
     let replay = replay.map(|body| Replay {
@@ -236,6 +240,7 @@ fn prepare<B>(
             routed: Routed {
                 request: Request::from_parts(parts, body),
                 master,
+                own_token,
             },
             replay,
         },
@@ -247,7 +252,7 @@ fn prepare<B>(
 pub struct Rest<S> {
     inner: S,
     parts: Parts,
-    master: Master,
+    to: (Master, bool),
     client: ClientSide,
     /// Whether a replay copy is wanted (the proxy's own credentials).
     keep: bool,
@@ -299,8 +304,7 @@ where
                             let bytes = collected.to_bytes();
                             let replay = rest.keep.then(|| bytes.clone());
                             let body = Either::Left(Full::new(bytes));
-                            let prepared =
-                                prepare(rest.parts, body, replay, rest.master, rest.client);
+                            let prepared = prepare(rest.parts, body, replay, rest.to, rest.client);
                             self.set(PrepareFuture::Sending {
                                 inner: rest.inner,
                                 prepared: Some(Box::new(prepared)),
@@ -350,7 +354,13 @@ mod tests {
         seen: Seen,
     ) -> Mock<Prepared<B>, Response<Answer<()>>, Infallible> {
         Mock::new(move |p: Prepared<B>| {
-            let (parts, _) = p.next.routed.request.into_parts();
+            // As the forwarding layer sends it.
+            let token = p.next.routed.token_to_add().cloned();
+            let (mut parts, _) = p.next.routed.request.into_parts();
+            if let Some(token) = token {
+                assert!(!parts.headers.contains_key(header::AUTHORIZATION));
+                parts.headers.insert(header::AUTHORIZATION, token);
+            }
             let req = Request::from_parts(parts, ());
             seen.lock().unwrap().push((req, p.client, p.next.replay));
             Ok(Response::new(Either::Left(())))
@@ -358,10 +368,10 @@ mod tests {
     }
 
     fn routed<B>(req: Request<B>) -> Routed<B> {
-        Routed {
-            request: req,
-            master: master("http://master.example:8080/prefix", Some("own-token")),
-        }
+        Routed::new(
+            req,
+            master("http://master.example:8080/prefix", Some("own-token")),
+        )
     }
 
     #[tokio::test]
@@ -440,6 +450,71 @@ mod tests {
         assert_eq!(req.headers()[header::HOST], "master.example:8080");
     }
 
+    /// hyper gives a request a header map sized to its fields, and an insert into a
+    /// full map reallocates it (even when the field is already there). Preparing the
+    /// usual request (a `Host`, maybe the client's own token) inserts nothing: `Host`
+    /// is replaced in place and the proxy's token goes on as the request is sent.
+    #[test]
+    fn preparing_headers_does_not_grow_an_exactly_sized_map() {
+        use crate::proxy::layer::testing::upstream;
+        let up = upstream("http://master.example:8080", Some("own-token"));
+        let full = |fields: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::with_capacity(fields.len());
+            while h.len() < h.capacity() {
+                let (name, value) = fields[h.len() % fields.len()];
+                h.append(name, HeaderValue::from_static(value));
+            }
+            h
+        };
+        type Fields = &'static [(&'static str, &'static str)];
+        let cases: [(Fields, Credentials, Option<&str>); 4] = [
+            (&[("host", "localhost:8079")], Credentials::Proxy, None),
+            (
+                &[("host", "localhost:8079"), ("authorization", "Basic eA==")],
+                Credentials::Proxy,
+                None,
+            ),
+            (
+                &[("host", "localhost:8079"), ("authorization", "Bearer abc")],
+                Credentials::Client,
+                Some("token=abc"),
+            ),
+            (
+                &[("host", "localhost:8079"), ("authorization", "token=abc")],
+                Credentials::Client,
+                Some("token=abc"),
+            ),
+        ];
+        for (fields, whose, auth) in cases {
+            let mut h = full(fields);
+            let capacity = h.capacity();
+            let census = Census::of(&h);
+            let (credentials, host) = prepare_headers(&mut h, census, &up, ClientAuth::Keep, None);
+            assert_eq!(h.capacity(), capacity, "{fields:?}: the map grew");
+            assert_eq!(credentials, whose, "{fields:?}");
+            assert_eq!(host.unwrap(), "localhost:8079");
+            assert_eq!(h[header::HOST], "master.example:8080");
+            assert_eq!(h.get_all(header::HOST).iter().count(), 1);
+            let left = h.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap());
+            assert_eq!(left, auth, "{fields:?}");
+        }
+        // `Connection` naming `Host` does not take the master's away; nor does a second
+        // `Host` (refused by the guard before here) get through.
+        for fields in [
+            &[("host", "a"), ("connection", "host")][..],
+            &[("host", "a"), ("host", "b")][..],
+        ] {
+            let mut h = HeaderMap::new();
+            for (name, value) in fields {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            let census = Census::of(&h);
+            prepare_headers(&mut h, census, &up, ClientAuth::Keep, None);
+            let hosts: Vec<_> = h.get_all(header::HOST).iter().collect();
+            assert_eq!(hosts, ["master.example:8080"], "{fields:?}");
+        }
+    }
+
     #[tokio::test]
     async fn a_small_body_is_read_first_and_kept_for_a_replay() {
         let seen = Seen::default();
@@ -486,7 +561,7 @@ mod tests {
             let inner = recording::<Empty<Bytes>>(seen.clone());
             let svc = PrepareLayer::new(ClientAuth::Keep, Duration::from_secs(5)).layer(inner);
             let request = Request::get("/x").body(Empty::<Bytes>::new()).unwrap();
-            svc.oneshot(Routed { request, master }).await.unwrap();
+            svc.oneshot(Routed::new(request, master)).await.unwrap();
             let (req, _, replay) = seen.lock().unwrap().remove(0);
             assert_eq!(req.headers()[header::AUTHORIZATION], "token=own-token");
             replay.is_some()

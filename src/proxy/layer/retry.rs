@@ -168,10 +168,8 @@ where
                          just read from disk"
                     );
                     drop(first);
-                    let request = Routed {
-                        request: again.replay.into_request(master.upstream()),
-                        master,
-                    };
+                    // The copy has the fresher token already.
+                    let request = Routed::new(again.replay.into_request(master.upstream()), master);
                     self.set(RetryFuture::Sending {
                         inner: again.inner,
                         request: Some(Box::new(request)),
@@ -265,10 +263,7 @@ mod tests {
         *request.uri_mut() = uri.clone();
         *request.headers_mut() = headers.clone();
         Retryable {
-            routed: Routed {
-                request,
-                master: master(URL, Some("old")),
-            },
+            routed: Routed::new(request, master(URL, Some("old"))),
             replay: Some(Replay {
                 method: Method::POST,
                 uri,

@@ -78,7 +78,7 @@ where
             },
         };
         match master {
-            Ok(master) => OrLocal::inner(self.inner.call(Routed { request, master })),
+            Ok(master) => OrLocal::inner(self.inner.call(Routed::new(request, master))),
             Err(why) => OrLocal::local(local(ProxyError::Unconfigured(why).to_response())),
         }
     }

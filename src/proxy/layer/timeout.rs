@@ -182,10 +182,7 @@ mod tests {
     }
 
     fn routed() -> Routed<()> {
-        Routed {
-            request: Request::new(()),
-            master: master("https://master.example", None),
-        }
+        Routed::new(Request::new(()), master("https://master.example", None))
     }
 
     #[tokio::test]
