@@ -11,7 +11,7 @@
 //!   the rules look at a header map holds, in one pass);
 //! - [`upstream`]: the master: its pooled client, TLS and origin;
 //! - [`listener`] and [`server`]: listening (TCP or a Unix socket), connections, limits
-//!   and graceful shutdown;
+//!   and graceful shutdown ([`spread`]: connections spread evenly over the threads);
 //! - [`admin`] and [`metrics`]: the admin listener (health, readiness, metrics,
 //!   quitquitquit) and the lock-free counters behind `/metrics`.
 //!
@@ -38,6 +38,7 @@ mod send_timeout;
 pub mod server;
 pub mod settings;
 pub mod source;
+pub mod spread;
 mod text;
 pub mod types;
 pub mod upstream;

@@ -329,6 +329,39 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
+impl Stream {
+    /// Take the socket off this thread's runtime, to be served on another thread's
+    /// ([`MovingStream::register`]).
+    pub fn into_moving(self) -> io::Result<MovingStream> {
+        Ok(match self {
+            Self::Tcp(s) => MovingStream::Tcp(s.into_std()?),
+            #[cfg(unix)]
+            Self::Unix(s) => MovingStream::Unix(s.into_std()?),
+        })
+    }
+}
+
+/// An accepted connection between two threads' runtimes (still non-blocking).
+#[derive(Debug)]
+pub enum MovingStream {
+    /// TCP.
+    Tcp(std::net::TcpStream),
+    /// Unix socket.
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl MovingStream {
+    /// Register the socket with the current thread's runtime.
+    pub fn register(self) -> io::Result<Stream> {
+        Ok(match self {
+            Self::Tcp(s) => Stream::Tcp(TcpStream::from_std(s)?),
+            #[cfg(unix)]
+            Self::Unix(s) => Stream::Unix(UnixStream::from_std(s)?),
+        })
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

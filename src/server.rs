@@ -67,11 +67,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::framing::{Findings, FramingConflict, OversizedHead, ScanIo};
 use crate::head_timeout::{AnswerMark, Answerable, Exchanges, HeadTimedOut, HeadTimeout, Upload};
-use crate::listener::{Listener, Peer, Stream};
+use crate::listener::{Listener, MovingStream, Peer, Stream};
 use crate::metrics::Metrics;
 use crate::proxy::stack::Stack;
 use crate::proxy::upgrade::Tunnels;
 use crate::send_timeout::SendTimeout;
+use crate::spread::{Inbox, Resident, Spread};
 use crate::upstream::IdleBody;
 use crate::upstream::idle::{InputStreamsFull, is_input_stream};
 
@@ -157,13 +158,22 @@ pub async fn serve(
     });
 
     // Worker threads 1..n, each with its own runtime and its own duplicate of the
-    // listening socket; this runtime is worker 0.
+    // listening socket; this runtime is worker 0. Each has an inbox for connections
+    // another thread accepted and handed to it (`spread`).
     let (stop_accepting, stop_rx) = watch::channel(false);
     let (release, release_rx) = watch::channel(false);
+    let (spread, inboxes) = Spread::new(limits.worker_threads);
+    let spread = Arc::new(spread);
+    let mut inboxes = inboxes.into_iter();
+    if let Some(inbox) = inboxes.next() {
+        tokio::spawn(take_in(inbox, serving.clone()));
+    }
     let mut threads = Vec::new();
     for index in 1..limits.worker_threads {
+        let inbox = inboxes.next();
         let spawned = listener.dup().and_then(|dup| {
             let serving = serving.clone();
+            let spread = spread.clone();
             let mut stop = stop_rx.clone();
             let mut released = release_rx.clone();
             std::thread::Builder::new()
@@ -174,10 +184,13 @@ pub async fn serve(
                         .build()?;
                     runtime.block_on(async move {
                         let listener = dup.register()?;
+                        if let Some(inbox) = inbox {
+                            tokio::spawn(take_in(inbox, serving.clone()));
+                        }
                         let stop = async move {
                             let _ = stop.wait_for(|s| *s).await;
                         };
-                        accept_loop(listener, &serving, stop).await;
+                        accept_loop(listener, &serving, spread, index, stop).await;
                         drop(serving);
                         // Keep driving this thread's connections until the drain ends.
                         let _ = released.wait_for(|r| *r).await;
@@ -196,7 +209,9 @@ pub async fn serve(
             }
         }
     }
-    accept_loop(listener, &serving, shutdown).await;
+    // A thread that did not start has dropped its inbox: nothing is handed to it.
+    drop(inboxes);
+    accept_loop(listener, &serving, spread, 0, shutdown).await;
     let _ = stop_accepting.send(true);
 
     // Connections still in the waiting room are turned away from now on.
@@ -229,11 +244,33 @@ pub async fn serve(
     .await;
 }
 
+/// A connection handed from one serving thread to another, with its slot.
+type Moved = (MovingStream, Peer, OwnedSemaphorePermit);
+
+/// Serve the connections other threads hand to this one, until every accept loop has
+/// ended.
+async fn take_in(mut inbox: Inbox<Moved>, serving: Arc<ServeOne>) {
+    while let Some(((stream, peer, permit), resident)) = inbox.recv().await {
+        match stream.register() {
+            Ok(stream) => serving.clone().spawn(stream, peer, permit, resident),
+            Err(e) => tracing::warn!(
+                %peer,
+                error = %e,
+                "cannot take over a connection accepted by another serving thread; it is closed"
+            ),
+        }
+    }
+}
+
 /// Accept connections on `listener` until `shutdown` resolves, serving each with a slot
-/// of `serving`, or waiting in its waiting room. One runs on each serving thread.
+/// of `serving` on this thread (number `me`) or on a less busy one (`spread`), or
+/// waiting in its waiting room. One runs on each serving thread; the inboxes end when
+/// every one has returned (and dropped its `spread`).
 async fn accept_loop(
     listener: Listener,
     serving: &Arc<ServeOne>,
+    spread: Arc<Spread<Moved>>,
+    me: usize,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = pin!(shutdown);
@@ -300,20 +337,63 @@ async fn accept_loop(
             }
         };
         match ticket {
-            Ticket::Slot(permit) => serving.clone().spawn(stream, peer, permit),
+            Ticket::Slot(permit) => {
+                let to = spread.choose(me);
+                if to != me {
+                    match hand(&spread, to, stream, peer, permit) {
+                        Ok(()) => continue,
+                        Err((stream, peer, permit)) => {
+                            serving.clone().spawn(stream, peer, permit, spread.stay(me));
+                        }
+                    }
+                } else {
+                    serving.clone().spawn(stream, peer, permit, spread.stay(me));
+                }
+            }
             Ticket::Waiting(place) => {
                 let serving = serving.clone();
                 let slots = slots.clone();
                 let max = limits.max_connections;
+                let resident = spread.stay(me);
                 tokio::spawn(async move {
                     let _place = place;
                     match tokio::time::timeout(WAITING_ROOM_WAIT, slots.acquire_owned()).await {
-                        Ok(Ok(permit)) => serving.spawn(stream, peer, permit),
+                        Ok(Ok(permit)) => serving.spawn(stream, peer, permit, resident),
                         _ => turn_away(stream, max).await,
                     }
                 });
             }
         }
+    }
+}
+
+/// Hand a connection to thread `to`; `Err` gives it back (registered on this thread
+/// again) when that thread is gone, and `Ok` also when it cannot be taken off this
+/// thread's runtime (it is closed, and logged).
+#[allow(clippy::result_large_err)]
+fn hand(
+    spread: &Spread<Moved>,
+    to: usize,
+    stream: Stream,
+    peer: Peer,
+    permit: OwnedSemaphorePermit,
+) -> Result<(), (Stream, Peer, OwnedSemaphorePermit)> {
+    let moving = match stream.into_moving() {
+        Ok(moving) => moving,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot hand a connection to another serving thread; it is closed");
+            return Ok(());
+        }
+    };
+    match spread.hand(to, (moving, peer, permit)) {
+        Ok(()) => Ok(()),
+        Err((moving, peer, permit)) => match moving.register() {
+            Ok(stream) => Err((stream, peer, permit)),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot serve a connection after a failed hand-off; it is closed");
+                Ok(())
+            }
+        },
     }
 }
 
@@ -369,8 +449,15 @@ struct ServeOne {
 }
 
 impl ServeOne {
-    /// Serve `stream` in its own task, holding `permit` (its slot) until it closes.
-    fn spawn(self: Arc<Self>, stream: Stream, peer: Peer, permit: OwnedSemaphorePermit) {
+    /// Serve `stream` in its own task, holding `permit` (its slot) and `resident` (its
+    /// count on this thread) until it closes.
+    fn spawn(
+        self: Arc<Self>,
+        stream: Stream,
+        peer: Peer,
+        permit: OwnedSemaphorePermit,
+        resident: Resident,
+    ) {
         // Subscribed before `closing` is read: shutdown sets `closing` before it sends
         // the drain signal, so either this connection is turned away or it sees the
         // signal.
@@ -390,7 +477,7 @@ impl ServeOne {
         let service = Connection::new(self.stack.clone(), findings, exchanges, self.bodies.clone());
         let open = self.metrics.connection();
         tokio::spawn(async move {
-            let _open = open;
+            let _open = (open, resident);
             // Made in place inside the task: a connection made outside and pinned here
             // would be stored twice in the task (the captured value and the pinned
             // one), about 1 KiB more per open connection.
