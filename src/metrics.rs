@@ -13,6 +13,8 @@
 //!   `write`: POST PUT PATCH DELETE; `other`) and status class (`1xx`…`5xx`);
 //! - `upstream_latency_seconds`: time until the master's response headers;
 //! - `open_connections`, `open_tunnels`;
+//! - `thread_connections{thread}`: client connections open on each serving thread
+//!   (they are spread evenly, [`crate::spread`]);
 //! - `token_expiry_seconds`: seconds until the token in use expires (absent when there
 //!   is none or it never expires);
 //! - `logins_total`, `login_failures_total`;
@@ -20,8 +22,8 @@
 //!   token file or DC/OS config);
 //! - `errors_total{kind}`: answers the proxy made itself, by why.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode};
@@ -34,6 +36,7 @@ use prometheus_client::registry::Registry;
 
 use crate::source::Published;
 use crate::source::refresh::LoginStats;
+use crate::spread::Counts;
 
 /// The prefix of every metric name.
 pub const PREFIX: &str = "dcos_token_proxy";
@@ -123,6 +126,8 @@ pub struct Metrics {
     open_connections: AtomicI64,
     open_tunnels: AtomicI64,
     errors: [AtomicU64; 5],
+    /// Each serving thread's connections, once the server runs.
+    threads: OnceLock<Arc<Counts>>,
 }
 
 impl Metrics {
@@ -153,6 +158,12 @@ impl Metrics {
     /// A client connection opened; the guard closes it.
     pub fn connection(self: &Arc<Self>) -> OpenGuard {
         OpenGuard::new(self.clone(), |m| &m.open_connections)
+    }
+
+    /// Show each serving thread's open connections from `counts` (the first server's;
+    /// later calls are ignored).
+    pub fn watch_threads(&self, counts: Arc<Counts>) {
+        let _ = self.threads.set(counts);
     }
 
     /// A tunnel opened; the guard closes it.
@@ -276,6 +287,21 @@ impl Collector for Scrape {
             "Upgraded connections (WebSockets) open now",
             m.open_tunnels.load(Ordering::Relaxed),
         )?;
+
+        if let Some(threads) = m.threads.get() {
+            let mut family = encoder.encode_descriptor(
+                "thread_connections",
+                "Client connections open on each serving thread",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (thread, open) in threads.open() {
+                let thread = thread.to_string();
+                let open = i64::try_from(open).unwrap_or(i64::MAX);
+                ConstGauge::new(open)
+                    .encode(family.encode_family(&[("thread", thread.as_str())])?)?;
+            }
+        }
 
         let snapshot = self.source.load();
         let exp = snapshot

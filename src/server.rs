@@ -163,6 +163,7 @@ pub async fn serve(
     let (stop_accepting, stop_rx) = watch::channel(false);
     let (release, release_rx) = watch::channel(false);
     let (spread, inboxes) = Spread::new(limits.worker_threads);
+    serving.metrics.watch_threads(spread.counts());
     let spread = Arc::new(spread);
     let mut inboxes = inboxes.into_iter();
     if let Some(inbox) = inboxes.next() {

@@ -321,6 +321,55 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
         })
 }
 
+/// A burst of connections is served by both threads, whichever accepted them: the
+/// kernel hands a burst to the first thread awake, which would otherwise serve all of
+/// them while the other idles.
+#[tokio::test]
+async fn a_burst_of_connections_is_spread_over_the_serving_threads() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CONNECTIONS: usize = 16;
+    let (_master, proxy) =
+        logged_in_sidecar(Duration::from_secs(600), &["--worker-threads", "2"]).await;
+    let authority = proxy.url.trim_start_matches("http://").to_owned();
+    // Connected all at once (the kernel completes each handshake before the proxy
+    // accepts), then one request each, the connections kept open.
+    let mut conns = Vec::new();
+    for _ in 0..CONNECTIONS {
+        conns.push(tokio::net::TcpStream::connect(&authority).await.unwrap());
+    }
+    let request = format!("GET /spread HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    for conn in &mut conns {
+        conn.write_all(request.as_bytes()).await.unwrap();
+    }
+    for conn in &mut conns {
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            seen.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+    let scrape = metrics(&proxy).await;
+    let on = |thread: &str| {
+        value(
+            &scrape,
+            "dcos_token_proxy_thread_connections",
+            &[("thread", thread)],
+        )
+        .unwrap()
+    };
+    let (zero, one) = (on("0"), on("1"));
+    assert_eq!(zero + one, CONNECTIONS as f64);
+    assert!(zero.min(one) >= 6.0, "{zero} and {one} connections");
+    drop(conns);
+}
+
 #[tokio::test]
 async fn metrics_parse_and_move_with_requests() {
     let (_master, proxy) = logged_in_sidecar(Duration::from_secs(600), &[]).await;
