@@ -52,7 +52,20 @@ use super::{Connector, RequestBody, UPSTREAM_MAX_BUF_SIZE};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The future of [`Pool::send_boxed`].
-pub type Sending = Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, SendError>> + Send>>;
+pub type Sending = Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send>>;
+
+/// The master's answer to [`Pool::send_boxed`], and the request's head when asked for
+/// and the answer is `401 Unauthorized`: what a retry with a fresher token needs, kept
+/// without a copy on the lean path (it writes the head from the request itself, which
+/// it holds until the answer's head arrives).
+#[derive(Debug)]
+pub struct Sent {
+    /// The answer.
+    pub response: Response<UpstreamBody>,
+    /// The request's head (method, target, fields; without the `Authorization` that
+    /// `send_boxed` added).
+    pub head: Option<Box<http::request::Parts>>,
+}
 
 /// Why a request got no response from the master.
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +216,8 @@ impl Pool {
         self: Arc<Self>,
         request: Request<RequestBody>,
         authorization: Option<HeaderValue>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+        hand_back: bool,
+    ) -> Result<Sent, SendError> {
         let (parts, _) = request.into_parts();
         let head_request = parts.method == http::Method::HEAD;
         loop {
@@ -235,7 +249,9 @@ impl Pool {
                     response.extensions_mut().insert(reason);
                 }
             }
-            return Ok(response);
+            let head =
+                (hand_back && head.status == StatusCode::UNAUTHORIZED).then(|| Box::new(parts));
+            return Ok(Sent { response, head });
         }
     }
 
@@ -253,24 +269,38 @@ impl Pool {
     }
 
     /// [`Self::send`], boxed, with `authorization` added to the request as it is sent
-    /// (the lean path writes it into the head; hyper's gets it in the header map). A
+    /// (the lean path writes it into the head; hyper's gets it in the header map), and,
+    /// with `hand_back`, the request's head given back with a 401 ([`Sent::head`]). A
     /// request without a body gets the lean path's future alone, a third of the size of
     /// `send`'s (which also holds hyper's), so less is copied into the box.
     pub fn send_boxed(
         self: Arc<Self>,
         mut request: Request<RequestBody>,
         authorization: Option<HeaderValue>,
+        hand_back: bool,
     ) -> Sending {
         if lean::eligible(&request) {
-            Box::pin(self.send_lean(request, authorization))
-        } else {
-            if let Some(value) = authorization {
-                request
-                    .headers_mut()
-                    .insert(http::header::AUTHORIZATION, value);
-            }
-            Box::pin(self.send(request))
+            return Box::pin(self.send_lean(request, authorization, hand_back));
         }
+        // hyper's client consumes the request: a copy of the head is kept instead.
+        let head = hand_back.then(|| {
+            let mut copy = Request::new(());
+            *copy.method_mut() = request.method().clone();
+            *copy.uri_mut() = request.uri().clone();
+            *copy.version_mut() = request.version();
+            *copy.headers_mut() = request.headers().clone();
+            Box::new(copy.into_parts().0)
+        });
+        if let Some(value) = authorization {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value);
+        }
+        Box::pin(async move {
+            let response = self.send(request).await?;
+            let head = head.filter(|_| response.status() == StatusCode::UNAUTHORIZED);
+            Ok(Sent { response, head })
+        })
     }
 
     /// Send `request` (origin-form target, `Host` set) on a pooled connection, or a new
@@ -280,7 +310,10 @@ impl Pool {
         mut request: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if lean::eligible(&request) {
-            return self.send_lean(request, None).await;
+            return self
+                .send_lean(request, None, false)
+                .await
+                .map(|sent| sent.response);
         }
         loop {
             let (mut conn, reused) = match self.take_idle() {
@@ -635,6 +668,52 @@ mod tests {
             .await
             .expect("the master saw something in time")
             .expect("the master runs")
+    }
+
+    /// `send_boxed` adds the token as it sends (the master lets only `token=good` in),
+    /// and gives the request's head back, without that token, with a 401 and only
+    /// then: from the request itself on the lean path, from a copy on hyper's (an
+    /// HTTP/1.0 request, which the lean path leaves to hyper).
+    #[tokio::test]
+    async fn the_token_goes_on_as_sent_and_the_head_comes_back_only_with_a_401() {
+        let (url, _seen) = master().await;
+        let pool = pool_for(&url, Duration::from_secs(10));
+        for version in [http::Version::HTTP_11, http::Version::HTTP_10] {
+            let send = |token: &'static str| {
+                let mut request = request("/x?y=1", false);
+                *request.version_mut() = version;
+                let token = HeaderValue::from_static(token);
+                let sending = pool.clone().send_boxed(request, Some(token), true);
+                async move { tokio::time::timeout(WAIT, sending).await.unwrap().unwrap() }
+            };
+            let sent = send("token=good").await;
+            assert_eq!(sent.response.status(), StatusCode::OK, "{version:?}");
+            assert!(sent.head.is_none(), "{version:?}: a head with a 200");
+            let body = sent
+                .response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(&body[..], b"ok");
+
+            let sent = send("token=stale").await;
+            assert_eq!(
+                sent.response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{version:?}"
+            );
+            let head = sent.head.expect("the head, with a 401");
+            assert_eq!(head.method, http::Method::GET);
+            assert_eq!(head.uri, "/x?y=1");
+            assert_eq!(head.headers[http::header::HOST], "master");
+            assert!(
+                !head.headers.contains_key(http::header::AUTHORIZATION),
+                "{version:?}: the stale token came back"
+            );
+            drop(sent.response);
+        }
     }
 
     #[tokio::test]

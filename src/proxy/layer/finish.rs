@@ -180,6 +180,7 @@ fn finish<B>(shared: &Finishing, answered: Answered<B>, client: ClientSide) -> R
     let Answered {
         response: mut resp,
         master,
+        ..
     } = answered;
     let up = master.upstream();
     let status = resp.status();
@@ -347,6 +348,7 @@ mod tests {
             Ok(Answered {
                 response: response(),
                 master,
+                sent: None,
             })
         })
     }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, ready};
 
 use tower::Service;
 
-use super::{Answered, Master, Routed};
+use super::{Answered, Master, Replay, Routed};
 use crate::proxy::body::RequestBody;
 use crate::proxy::error::ProxyError;
 use crate::upstream::UpstreamBody;
@@ -35,11 +35,14 @@ impl Service<Routed<RequestBody>> for Forward {
     fn call(&mut self, routed: Routed<RequestBody>) -> Self::Future {
         let token = routed.token_to_add().cloned();
         let Routed {
-            request, master, ..
+            request,
+            master,
+            hand_back,
+            ..
         } = routed;
         let pool = master.upstream().clients.pool().clone();
         ForwardFuture {
-            inner: pool.send_boxed(request, token),
+            inner: pool.send_boxed(request, token, hand_back),
             master: Some(master),
         }
     }
@@ -68,7 +71,11 @@ impl Future for ForwardFuture {
             panic!("ForwardFuture polled after it completed");
         };
         Poll::Ready(match result {
-            Ok(response) => Ok(Answered { response, master }),
+            Ok(sent) => Ok(Answered {
+                response: sent.response,
+                master,
+                sent: sent.head.map(|head| Box::new(Replay::of_head(*head))),
+            }),
             Err(e) => Err(ProxyError::upstream(&master.upstream().url, &e)),
         })
     }

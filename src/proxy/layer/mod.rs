@@ -114,6 +114,10 @@ pub struct Routed<B> {
     /// `request` is then already gone. `false` for the client's request, and for a
     /// master-bound one that carries the client's credentials or its token already.
     pub own_token: bool,
+    /// A 401 may be retried with a fresher token, and the request has no body: the
+    /// forwarding layer gives its head back with the 401 ([`Answered::sent`]) instead
+    /// of a copy being made up front, for every request, in case one arrives.
+    pub hand_back: bool,
 }
 
 impl<B> Routed<B> {
@@ -123,6 +127,7 @@ impl<B> Routed<B> {
             request,
             master,
             own_token: false,
+            hand_back: false,
         }
     }
 
@@ -167,7 +172,8 @@ pub struct Retryable<B> {
     /// The request with the body to send.
     pub routed: Routed<RequestBody<B>>,
     /// The copy to send with a fresher token; `None` when the request must not be
-    /// replayed (streamed body, upgrade, the client's own credentials).
+    /// replayed (streamed body, upgrade, the client's own credentials), or when it has
+    /// no body and is marked [`Routed::hand_back`] instead.
     pub replay: Option<Replay>,
 }
 
@@ -207,6 +213,21 @@ pub struct Answered<B> {
     pub response: Response<B>,
     /// The snapshot whose master answered: after a retry, the fresher one.
     pub master: Master,
+    /// With a 401 to a request sent with [`Routed::hand_back`]: that request, to send
+    /// again (an empty body).
+    pub sent: Option<Box<Replay>>,
+}
+
+impl Replay {
+    /// A bodiless request's head, given back with its 401.
+    pub fn of_head(head: http::request::Parts) -> Self {
+        Self {
+            method: head.method,
+            uri: head.uri,
+            headers: head.headers,
+            body: Bytes::new(),
+        }
+    }
 }
 
 pin_project! {

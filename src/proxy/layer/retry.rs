@@ -2,15 +2,17 @@
 //! the config on disk is re-read at once ([`Published::reread`], which recovers from a
 //! missed file event); if a different token for the same master turns up, the request
 //! is sent once more with it, and whatever the master answers then (a second 401
-//! included) is the answer. Only requests with a replay copy are retried: no body or a
-//! small one held in memory, the proxy's own credentials, and a token source that a
-//! re-read can renew (see [`super::prepare`]).
+//! included) is the answer. Only replayable requests are retried: no body or a small
+//! one held in memory, the proxy's own credentials, and a token source that a re-read
+//! can renew (see [`super::prepare`]). A small body is copied before the first attempt;
+//! a request without a body is not copied at all: the forwarding layer gives its head
+//! back with the 401 ([`Routed::hand_back`], [`Answered::sent`]).
 //!
 //! Hand-written rather than `tower::retry`: that needs the request to be cloneable
 //! before every attempt and its policy decides to retry before any re-read has
 //! happened, while here the decision depends on what the re-read finds (no fresher
 //! token: the first 401 is returned as is), the copy exists only for replayable
-//! requests and is made once, by the prepare layer, and the second attempt carries a
+//! requests with a body and is made once, by the prepare layer, and the second attempt carries a
 //! different snapshot. `tower::retry` also clones the whole inner stack per request.
 //! Here the common path (no 401) is the inner future itself, unboxed; only the re-read,
 //! an `async fn` of the source, is boxed, and only after a 401.
@@ -73,10 +75,11 @@ where
     }
 
     fn call(&mut self, req: Retryable<B>) -> Self::Future {
+        let hand_back = req.routed.hand_back;
         let future = self.inner.call(req.routed);
-        match req.replay {
-            None => RetryFuture::Once { future },
-            Some(replay) => RetryFuture::First {
+        match (req.replay, hand_back) {
+            (None, false) => RetryFuture::Once { future },
+            (replay, _) => RetryFuture::First {
                 future,
                 again: Some(Box::new(Again {
                     replay,
@@ -91,7 +94,8 @@ where
 /// What a second attempt needs.
 #[derive(Debug)]
 pub struct Again<S> {
-    replay: Replay,
+    /// The copy, or `None` until a 401 gives the request's head back.
+    replay: Option<Replay>,
     inner: S,
     source: Arc<Published>,
 }
@@ -136,13 +140,20 @@ where
                     return future.poll(cx);
                 }
                 RetryProj::First { future, again } => {
-                    let answered = match ready!(future.poll(cx)) {
+                    let mut answered = match ready!(future.poll(cx)) {
                         Ok(a) if a.response.status() == StatusCode::UNAUTHORIZED => a,
                         other => return Poll::Ready(other),
                     };
-                    let Some(again) = again.take() else {
+                    let Some(mut again) = again.take() else {
                         panic!("RetryFuture polled after it completed");
                     };
+                    if again.replay.is_none() {
+                        again.replay = answered.sent.take().map(|head| *head);
+                    }
+                    if again.replay.is_none() {
+                        // Nothing to send again (no head came back).
+                        return Poll::Ready(Ok(answered));
+                    }
                     let reread = Box::pin(fresher(again.source.clone(), answered.master.clone()));
                     self.set(RetryFuture::Rereading {
                         reread,
@@ -159,17 +170,17 @@ where
                     let (Some(first), Some(again)) = (first.take(), again.take()) else {
                         panic!("RetryFuture polled after it completed");
                     };
-                    let Some(master) = fresher else {
+                    let (Some(master), Some(replay)) = (fresher, again.replay) else {
                         return Poll::Ready(Ok(*first));
                     };
                     tracing::info!(
-                        path = %again.replay.uri.path(),
+                        path = %replay.uri.path(),
                         "the master refused the old token; retrying once with the token \
                          just read from disk"
                     );
                     drop(first);
                     // The copy has the fresher token already.
-                    let request = Routed::new(again.replay.into_request(master.upstream()), master);
+                    let request = Routed::new(replay.into_request(master.upstream()), master);
                     self.set(RetryFuture::Sending {
                         inner: again.inner,
                         request: Some(Box::new(request)),
@@ -237,7 +248,8 @@ mod tests {
     type MasterMock = Mock<Routed<RequestBody<()>>, Answered<()>, ProxyError>;
 
     /// An inner service answering every attempt with `status`, recording the
-    /// `Authorization` each carried.
+    /// `Authorization` each carried; as the forwarding layer, it gives the request's
+    /// head back with a 401 when asked to.
     fn master_answering(
         status: StatusCode,
     ) -> (MasterMock, mpsc::UnboundedReceiver<Option<String>>) {
@@ -247,9 +259,14 @@ mod tests {
             let _ = tx.send(auth.and_then(|v| v.to_str().ok()).map(String::from));
             let mut response = Response::new(());
             *response.status_mut() = status;
+            let sent = (r.hand_back && status == StatusCode::UNAUTHORIZED).then(|| {
+                let (head, _) = r.request.into_parts();
+                Box::new(Replay::of_head(head))
+            });
             Ok(Answered {
                 response,
                 master: r.master,
+                sent,
             })
         });
         (mock, rx)
@@ -287,6 +304,33 @@ mod tests {
         // The answer says which snapshot it came from: the fresher one.
         let auth = answered.master.upstream().auth.clone();
         assert_eq!(auth.unwrap(), "token=new");
+    }
+
+    /// A request without a body is not copied: its head comes back with the 401, and
+    /// the retry sends it with the fresher token (its own, stale one replaced).
+    #[tokio::test]
+    async fn a_bodiless_request_is_retried_from_the_head_its_401_gives_back() {
+        let (published, rereads) = source("new");
+        let (inner, mut seen) = master_answering(StatusCode::UNAUTHORIZED);
+        let svc = RetryLayer::new(published).layer(inner.clone());
+        let mut request = Request::new(Either::Left(Full::default()));
+        *request.uri_mut() = Uri::from_static("/v2/apps");
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, "token=old".parse().unwrap());
+        let mut routed = Routed::new(request, master(URL, Some("old")));
+        routed.hand_back = true;
+        let req = Retryable {
+            routed,
+            replay: None,
+        };
+        let answered = svc.oneshot(req).await.unwrap();
+        assert_eq!(inner.calls(), 2, "one attempt and exactly one retry");
+        assert_eq!(*rereads.lock().unwrap(), 1);
+        assert_eq!(seen.recv().await.unwrap().as_deref(), Some("token=old"));
+        assert_eq!(seen.recv().await.unwrap().as_deref(), Some("token=new"));
+        assert_eq!(answered.response.status(), StatusCode::UNAUTHORIZED);
+        assert!(answered.sent.is_none(), "the second 401 stands as is");
     }
 
     #[tokio::test]
