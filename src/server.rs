@@ -371,7 +371,6 @@ async fn accept_loop(
 /// Hand a connection to thread `to`; `Err` gives it back (registered on this thread
 /// again) when that thread is gone, and `Ok` also when it cannot be taken off this
 /// thread's runtime (it is closed, and logged).
-#[allow(clippy::result_large_err)]
 fn hand(
     spread: &Spread<Moved>,
     to: usize,
