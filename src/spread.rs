@@ -132,16 +132,20 @@ impl<T> Spread<T> {
             conn
         })
     }
-
-    /// Connections counted on `thread` now (for tests and logs).
-    pub fn open(&self, thread: usize) -> usize {
-        self.counts.0[thread].0.load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Connections counted on `thread` now; `None` once it is marked gone.
+    fn open(spread: &Spread<u32>, thread: usize) -> Option<usize> {
+        spread
+            .counts()
+            .open()
+            .find(|&(t, _)| t == thread)
+            .map(|(_, n)| n)
+    }
 
     /// What an accept loop on thread `me` does with `conn`: `Some` when it serves it.
     fn place(spread: &Spread<u32>, me: usize, conn: u32) -> Option<(u32, Resident)> {
@@ -172,13 +176,13 @@ mod tests {
             kept.len(),
             moved.len()
         );
-        assert_eq!(spread.open(0), kept.len());
-        assert_eq!(spread.open(1), moved.len());
+        assert_eq!(open(&spread, 0), Some(kept.len()));
+        assert_eq!(open(&spread, 1), Some(moved.len()));
         // Closing connections counts them off their thread, wherever they were accepted.
         moved.truncate(10);
-        assert_eq!(spread.open(1), 10);
+        assert_eq!(open(&spread, 1), Some(10));
         drop(kept);
-        assert_eq!(spread.open(0), 0);
+        assert_eq!(open(&spread, 0), Some(0));
     }
 
     #[test]
@@ -191,7 +195,7 @@ mod tests {
             drop((first, second));
         }
         assert!(inboxes[1].try_recv().is_err());
-        assert_eq!(spread.open(0), 0);
+        assert_eq!(open(&spread, 0), Some(0));
     }
 
     #[test]
@@ -211,7 +215,7 @@ mod tests {
             "{} / {to_two}",
             kept.len()
         );
-        assert_eq!(spread.open(1), GONE);
+        assert_eq!(open(&spread, 1), None, "thread 1 is marked gone");
     }
 
     #[test]
@@ -219,6 +223,6 @@ mod tests {
         let (spread, _inboxes) = Spread::<u32>::new(1);
         let kept: Vec<_> = (0..10).filter_map(|c| place(&spread, 0, c)).collect();
         assert_eq!(kept.len(), 10);
-        assert_eq!(spread.open(0), 10);
+        assert_eq!(open(&spread, 0), Some(10));
     }
 }
