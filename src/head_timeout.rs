@@ -68,6 +68,11 @@ impl Exchanges {
         index
     }
 
+    /// The calls so far (the index the next one gets).
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     /// The connection was taken over by an upgrade: it no longer reads heads.
     pub fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);

@@ -28,6 +28,7 @@ pub mod fdlimit;
 pub(crate) mod files;
 pub mod framing;
 pub mod guard;
+mod h1;
 pub mod head_timeout;
 pub(crate) mod host;
 pub(crate) mod listener;

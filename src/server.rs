@@ -1,15 +1,19 @@
 //! Listening, serving connections, and graceful shutdown.
 //!
-//! Each accepted connection (TCP or Unix socket) is served by hyper's HTTP/1.1 server
-//! with upgrades enabled and these limits:
+//! Each accepted connection (TCP or Unix socket) is served first by the server's own
+//! path for plain `GET`s ([`lean`]: no body, no upgrade, keep-alive, which is nearly
+//! all traffic), and from the first request that path does not take on, by hyper's
+//! HTTP/1.1 server with upgrades enabled, which gets every byte read so far. Both have
+//! these limits:
 //! - a header read timeout, which runs whenever a connection waits for a request head
 //!   and is not extended while bytes trickle in (slowloris); it also closes idle
 //!   keep-alive connections. It is [`HeadTimeout`], one timer per connection, not
 //!   hyper's, which makes a timer per request;
-//! - a maximum request-head size, exact: the connection's byte scan counts each head
-//!   and the guard answers 431 to one over `max_header_bytes`; hyper's own buffer limit
-//!   (which is not a head-size limit) is set to [`HYPER_BUF_FACTOR`] times that, so that
-//!   it never cuts a head the scan would have let through;
+//! - a maximum request-head size, exact: the lean path hands a head over
+//!   `max_header_bytes` to hyper, where the connection's byte scan counts each head
+//!   and the guard answers 431 to one over the limit; hyper's own buffer limit (which
+//!   is not a head-size limit) is set to [`HYPER_BUF_FACTOR`] times that, so that it
+//!   never cuts a head the scan would have let through;
 //! - request bodies with an idle timeout and a minimum rate ([`IdleBody`]; `dcos task
 //!   exec` input streams are exempt from the rate while they hold a tunnel slot, and get
 //!   503 when none is free), and
@@ -32,8 +36,9 @@
 //! by every thread.
 //!
 //! Each connection gets its own clone of the request path ([`Stack`], built once by the
-//! caller), adapted to hyper by `Connection`, which also tags the request that the
-//! connection's byte scan found a smuggling shape or an oversized head in.
+//! caller), adapted to both paths by `Connection`, which also tags the request that the
+//! connection's byte scan (on hyper's part of the connection: the lean path's requests
+//! have no framing fields) found a smuggling shape or an oversized head in.
 //!
 //! Shutdown stops accepting at once, asks every connection to finish its in-flight
 //! request and close, waits up to the grace period (tunnels included), then returns.
@@ -65,6 +70,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+mod lean;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, ReadBuf};
+
 use crate::framing::{Findings, FramingConflict, OversizedHead, ScanIo};
 use crate::head_timeout::{AnswerMark, Answerable, Exchanges, HeadTimedOut, HeadTimeout, Upload};
 use crate::listener::{Listener, MovingStream, Peer, Stream};
@@ -73,8 +83,8 @@ use crate::proxy::stack::Stack;
 use crate::proxy::upgrade::Tunnels;
 use crate::send_timeout::SendTimeout;
 use crate::spread::{Inbox, Resident, Spread};
-use crate::upstream::IdleBody;
 use crate::upstream::idle::{InputStreamsFull, is_input_stream};
+use crate::upstream::{ClientBody, IdleBody};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -469,50 +479,55 @@ impl ServeOne {
         }
         let limits = &self.limits;
         let stream = SendTimeout::new(stream, limits.send_timeout);
-        // The one smuggling shape hyper accepts is found in the raw bytes; the request
-        // is tagged by the connection's service and refused by the guard.
-        let (stream, findings) = ScanIo::with_head_limit(stream, limits.max_header_bytes);
         let exchanges = Exchanges::new();
         let stream = HeadTimeout::new(stream, limits.header_read_timeout, exchanges.clone());
-        let service = Connection::new(self.stack.clone(), findings, exchanges, self.bodies.clone());
+        let service = Connection::new(self.stack.clone(), exchanges, self.bodies.clone());
+        let head_limit = limits.max_header_bytes;
         let open = self.metrics.connection();
         tokio::spawn(async move {
             let _open = (open, resident);
-            // Made in place inside the task: a connection made outside and pinned here
-            // would be stored twice in the task (the captured value and the pinned
-            // one), about 1 KiB more per open connection.
-            let mut conn = pin!(
-                self.builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-            );
+            let closing = &self.closing;
             // The drain signal's waker is registered once, at the first poll; after
             // that a wake-up only reads `closing`, which shutdown sets before it sends
             // the signal. (Polling `changed()` on every wake-up, as `select!` would,
             // takes the watch's waiter lock, shared by every connection on every
             // thread, several times per request.)
-            let mut changed = pin!(stop.changed());
-            let mut registered = false;
-            let served = std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                if !registered || self.closing.load(Ordering::Relaxed) {
-                    registered = true;
-                    if changed.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(None);
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            let result = match served {
-                Some(r) => r,
-                None => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let mut drain = Drain {
+                changed: pin!(stop.changed()),
+                registered: false,
+                seen: false,
             };
+            // The lean path first; it sees `closing` itself.
+            let lean = pin!(lean::serve(stream, service, closing, head_limit));
+            let (io, read, service) = match drain.run(closing, lean, |_| {}).await {
+                lean::Served::Closed(result) => {
+                    if let Err(e) = result {
+                        log_io_error(peer, &e);
+                    }
+                    drop(permit);
+                    return;
+                }
+                lean::Served::HandOver { io, read, service } => (io, read, service),
+            };
+            // From here on, the one smuggling shape hyper accepts is found in the raw
+            // bytes (those the lean path read first included); the request is tagged
+            // by the connection's service and refused by the guard.
+            let (io, findings) = ScanIo::with_head_limit(Prefixed::new(read, io), head_limit);
+            let service = service.scanned(findings);
+            // Made in place inside the task: a connection made outside and pinned here
+            // would be stored twice in the task (the captured value and the pinned
+            // one), about 1 KiB more per open connection.
+            let mut conn = pin!(
+                self.builder
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades()
+            );
+            if drain.seen {
+                conn.as_mut().graceful_shutdown();
+            }
+            let result = drain
+                .run(closing, conn, |conn| conn.graceful_shutdown())
+                .await;
             if let Err(e) = result {
                 log_connection_error(peer, &e);
             }
@@ -520,6 +535,74 @@ impl ServeOne {
         });
     }
 }
+
+/// A connection's watch on the drain signal.
+struct Drain<C> {
+    changed: Pin<C>,
+    registered: bool,
+    /// The signal has arrived.
+    seen: bool,
+}
+
+impl<C: std::ops::DerefMut<Target: Future>> Drain<C> {
+    /// Poll `work` until it is done; when the drain signal arrives, `on_drain` is
+    /// called once and `work` polled again.
+    async fn run<F: Future>(
+        &mut self,
+        closing: &AtomicBool,
+        mut work: Pin<&mut F>,
+        mut on_drain: impl FnMut(Pin<&mut F>),
+    ) -> F::Output {
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(r) = work.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                if !self.seen && (!self.registered || closing.load(Ordering::Relaxed)) {
+                    self.registered = true;
+                    if self.changed.as_mut().poll(cx).is_ready() {
+                        self.seen = true;
+                        on_drain(work.as_mut());
+                        continue;
+                    }
+                }
+                return Poll::Pending;
+            }
+        })
+        .await
+    }
+}
+
+/// A connection handed over by the lean path: the bytes it read first, then the stream.
+struct Prefixed<S> {
+    read: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    fn new(read: Bytes, inner: S) -> Self {
+        Self { read, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.read.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = this.read.len().min(buf.remaining());
+        buf.put_slice(&this.read[..n]);
+        this.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+crate::write_through::write_through!(Prefixed);
 
 /// Answer a connection that found every slot taken: `503` with `Retry-After`, naming the
 /// limit, then close. What the client sent is read first (as much as has arrived), so
@@ -556,7 +639,9 @@ async fn turn_away(mut stream: Stream, max_connections: usize) {
 /// than `max_header_bytes`.
 struct Connection<S> {
     stack: RefCell<S>,
-    findings: Arc<Findings>,
+    /// The byte scan's findings, once hyper serves the connection, and the index of
+    /// the first request it scanned (the lean path's requests come before it).
+    scan: Option<(Arc<Findings>, usize)>,
     /// The requests so far and their answers, for the header read timeout.
     exchanges: Arc<Exchanges>,
     /// Each request body's limits ([`IdleBody`]).
@@ -576,7 +661,7 @@ impl BodyLimits {
     /// `body` under these limits. An input stream (`dcos task exec`) is exempt from the
     /// rate while it holds a tunnel slot; with every slot taken, the request is marked
     /// [`InputStreamsFull`] (answered 503 naming `max_tunnels`).
-    fn apply(&self, parts: &mut http::request::Parts, body: Incoming) -> IdleBody<Incoming> {
+    fn apply(&self, parts: &mut http::request::Parts, body: ClientBody) -> IdleBody<ClientBody> {
         let body = IdleBody::new(body, self.idle_timeout, self.min_rate);
         if self.min_rate > 0 && is_input_stream(parts.uri.path(), &parts.headers) {
             match self.tunnels.try_hold() {
@@ -593,18 +678,19 @@ impl BodyLimits {
 }
 
 impl<S> Connection<S> {
-    fn new(
-        stack: S,
-        findings: Arc<Findings>,
-        exchanges: Arc<Exchanges>,
-        bodies: BodyLimits,
-    ) -> Self {
+    fn new(stack: S, exchanges: Arc<Exchanges>, bodies: BodyLimits) -> Self {
         Self {
             stack: RefCell::new(stack),
-            findings,
+            scan: None,
             exchanges,
             bodies,
         }
+    }
+
+    /// This connection, its bytes scanned from its next request on.
+    fn scanned(mut self, findings: Arc<Findings>) -> Self {
+        self.scan = Some((findings, self.exchanges.calls()));
+        self
     }
 }
 
@@ -616,20 +702,35 @@ pub struct NotReady;
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Connection<S>
 where
-    S: tower::Service<Request<IdleBody<Incoming>>, Response = Response<B>, Error = Infallible>,
+    S: tower::Service<Request<IdleBody<ClientBody>>, Response = Response<B>, Error = Infallible>,
     B: Answerable,
 {
     type Response = Response<B>;
     type Error = NotReady;
     type Future = Called<S::Future>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.call_with(req.map(ClientBody::Hyper))
+    }
+}
+
+impl<S, B> Connection<S>
+where
+    S: tower::Service<Request<IdleBody<ClientBody>>, Response = Response<B>, Error = Infallible>,
+    B: Answerable,
+{
+    /// Call the stack with the connection's next request, read by hyper or by the lean
+    /// path ([`lean`]).
+    fn call_with(&self, mut req: Request<ClientBody>) -> Called<S::Future> {
         let index = self.exchanges.called();
-        if self.findings.conflict(index) {
-            req.extensions_mut().insert(FramingConflict);
-        }
-        if self.findings.oversized(index) {
-            req.extensions_mut().insert(OversizedHead);
+        if let Some((findings, first)) = &self.scan {
+            let scanned = index.wrapping_sub(*first);
+            if findings.conflict(scanned) {
+                req.extensions_mut().insert(FramingConflict);
+            }
+            if findings.oversized(scanned) {
+                req.extensions_mut().insert(OversizedHead);
+            }
         }
         let connect = req.method() == http::Method::CONNECT;
         let (mut parts, body) = req.into_parts();
@@ -706,19 +807,27 @@ where
 
 fn log_connection_error(peer: Peer, e: &hyper::Error) {
     let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
-    if let Some(timed_out) = io
-        .and_then(|io| io.get_ref())
-        .and_then(|inner| inner.downcast_ref::<HeadTimedOut>())
-    {
-        // From HeadTimeout: idle keep-alives end this way all the time.
-        tracing::debug!(%peer, "{timed_out}");
-    } else if let Some(stalled) = io.filter(|io| io.kind() == std::io::ErrorKind::TimedOut) {
-        // From SendTimeout: the message names the setting.
-        tracing::info!(%peer, "{stalled}");
+    if let Some(io) = io {
+        log_io_error(peer, io);
     } else if e.is_parse() {
         tracing::debug!(%peer, error = %e, "malformed request; answered 400 and closed");
     } else {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+fn log_io_error(peer: Peer, io: &std::io::Error) {
+    if let Some(timed_out) = io
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<HeadTimedOut>())
+    {
+        // From HeadTimeout: idle keep-alives end this way all the time.
+        tracing::debug!(%peer, "{timed_out}");
+    } else if io.kind() == std::io::ErrorKind::TimedOut {
+        // From SendTimeout: the message names the setting.
+        tracing::info!(%peer, "{io}");
+    } else {
+        tracing::debug!(%peer, error = %io, "connection ended with an error");
     }
 }
 

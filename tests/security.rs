@@ -419,6 +419,65 @@ async fn smuggling_shapes_are_400_and_never_reach_the_master() {
     assert!(passed.is_empty(), "{}", passed.join("\n\n"));
 }
 
+/// The same shapes (and an oversized head, over the limit and over the server's own
+/// first buffer) sent right behind a plain GET on one keep-alive connection: the GET,
+/// which the server's lean path answers, is served; the shape, which that path hands
+/// to hyper with the bytes it already read, is still refused and never reaches the
+/// master.
+#[tokio::test]
+async fn smuggling_shapes_behind_a_plain_get_are_still_refused() {
+    let (master, proxy) = start(&["--max-header-bytes", "8192"], &[]).await;
+    let first = "GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let oversized = format!(
+        "GET /big HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9_000)
+    );
+    let beyond_buffer = format!(
+        "GET /bigger HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let shapes: Vec<(String, u16)> = vec![
+        (
+            "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\
+             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                .into(),
+            400,
+        ),
+        (
+            "GET /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+             Content-Length: 4\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                .into(),
+            400,
+        ),
+        (
+            "GET /x HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n".into(),
+            400,
+        ),
+        (oversized, 431),
+        (beyond_buffer, 431),
+    ];
+    let mut wrong = Vec::new();
+    for (shape, want) in shapes {
+        let before = master.seen().len();
+        let answer = raw_exchange(proxy.addr, format!("{first}{shape}").as_bytes()).await;
+        let statuses: Vec<u16> = answer
+            .match_indices("HTTP/1.1 ")
+            .filter_map(|(at, _)| answer[at + 9..].get(..3)?.parse().ok())
+            .collect();
+        let seen: Vec<String> = master.seen()[before..]
+            .iter()
+            .map(|s| s.target.clone())
+            .collect();
+        if statuses != [200, want] || seen != ["/first"] {
+            wrong.push(format!(
+                "{:?}: statuses {statuses:?}, master saw {seen:?}\n{answer}",
+                &shape[..shape.len().min(60)]
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
 #[tokio::test]
 async fn an_oversized_request_head_is_431() {
     let (master, proxy) = start(&["--max-header-bytes", "16384"], &[]).await;

@@ -13,7 +13,7 @@
 //! asks for an immediate re-read of the config and may send the request once more (see
 //! [`super::layer::retry`]).
 //!
-//! The layers' futures are concrete types nested in one another, so hyper polls one
+//! The layers' futures are concrete types nested in one another, so the server polls one
 //! state machine per request. Two boxes: the pool's send future (hyper's, which cannot
 //! be named) and, off the normal path, the re-read after a 401.
 

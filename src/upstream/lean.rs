@@ -45,6 +45,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::UPSTREAM_MAX_BUF_SIZE;
 use super::route::RouteStream;
+use crate::h1::{Field, content_length, has_token, is_chunked, range};
 
 /// A connection to the master, as the connector makes it.
 pub(super) type Io = TokioIo<MaybeHttpsStream<RouteStream>>;
@@ -257,18 +258,6 @@ pub(super) struct Head {
     pub keep_alive: bool,
 }
 
-/// Where one header field lies in the head: name and value, as offsets.
-#[derive(Clone, Copy)]
-struct Field {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
-fn range(whole: &[u8], part: &[u8]) -> (usize, usize) {
-    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
-    (start, start + part.len())
-}
-
 /// What [`parse`] found at the front of the buffer.
 enum Parsed {
     Head(Head),
@@ -381,12 +370,7 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Error> {
                 "Transfer-Encoding in an HTTP/1.0 response",
             ));
         }
-        let chunked = last
-            .to_str()
-            .ok()
-            .and_then(|s| s.rsplit(',').next())
-            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
-        return Ok(if chunked {
+        return Ok(if is_chunked(last) {
             Framing::Chunked
         } else {
             Framing::Close
@@ -394,30 +378,13 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Error> {
     }
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| Error::Malformed("bad Content-Length"))?;
-        for item in text.split(',') {
-            let item = item.trim();
-            let n =
-                (!item.is_empty() && item.len() <= 19 && item.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| item.parse::<u64>().ok())
-                    .flatten()
-                    .ok_or(Error::Malformed("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Malformed("Content-Length values differ"));
-            }
-            length = Some(n);
+        let n = content_length(value).ok_or(Error::Malformed("bad Content-Length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Error::Malformed("Content-Length values differ"));
         }
+        length = Some(n);
     }
     Ok(length.map_or(Framing::Close, Framing::Length))
-}
-
-/// Whether a `Connection` value lists `token`.
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value
-        .to_str()
-        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// Where a chunked body's decoder is.

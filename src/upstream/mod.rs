@@ -29,14 +29,13 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper_rustls::FixedServerNameResolver;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use self::idle::{BodyCut, IdleBody};
+pub use self::idle::{BodyCut, ClientBody, IdleBody};
 pub use self::lean::Error as LeanError;
 pub use self::origin::MasterOrigin;
 pub use self::pool::{Pool, SendError, UpstreamBody};
@@ -69,10 +68,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// (`http1_read_buf_exact_size`) cost 45 % more CPU, so neither is set.
 pub const UPSTREAM_MAX_BUF_SIZE: usize = 1024 * 1024;
 
-/// The request body sent to the master: the client's body (`B`: hyper's [`Incoming`]
-/// under an idle limit, [`IdleBody`], in the proxy) streamed as it arrives, or (when the
+/// The request body sent to the master: the client's body (`B`: [`ClientBody`], hyper's
+/// [`Incoming`](hyper::body::Incoming) or none, under an idle limit, [`IdleBody`], in the proxy) streamed as it arrives, or (when the
 /// request may be replayed after a 401) the same bytes held in memory.
-pub type RequestBody<B = IdleBody<Incoming>> = Either<Full<Bytes>, B>;
+pub type RequestBody<B = IdleBody<ClientBody>> = Either<Full<Bytes>, B>;
 
 /// The pooled client type used for every upstream request.
 pub type HttpsClient = Client<HttpsConnector<RouteConnector>, RequestBody>;
