@@ -64,12 +64,12 @@ const FIRST_READ: usize = 4 * 1024;
 const MIN_ROOM: usize = 1024;
 /// At most this many header fields (hyper's limit; more is hyper's 431).
 const MAX_HEADERS: usize = 100;
-/// Fields that take a request off this path: they frame a body, ask for an upgrade or
-/// a `100 Continue`, or govern the connection.
-const HANDED_OVER: [HeaderName; 6] = [
+/// Fields that take a request off this path: they frame a body, ask for an upgrade,
+/// a `100 Continue` or trailers. (`Connection` does too, unless it only says
+/// `keep-alive`, which HTTP/1.1 means anyway: [`only_keep_alive`].)
+const HANDED_OVER: [HeaderName; 5] = [
     CONTENT_LENGTH,
     TRANSFER_ENCODING,
-    CONNECTION,
     http::header::UPGRADE,
     http::header::EXPECT,
     http::header::TE,
@@ -306,9 +306,12 @@ fn parse(buf: &mut BytesMut, head_limit: usize) -> Parsed {
                     return Parsed::Hyper;
                 }
                 for (field, header) in fields.iter_mut().zip(request.headers.iter()) {
+                    let name = header.name;
                     if HANDED_OVER
                         .iter()
-                        .any(|h| h.as_str().eq_ignore_ascii_case(header.name))
+                        .any(|h| h.as_str().eq_ignore_ascii_case(name))
+                        || (CONNECTION.as_str().eq_ignore_ascii_case(name)
+                            && !only_keep_alive(header.value))
                     {
                         return Parsed::Hyper;
                     }
@@ -357,6 +360,14 @@ fn parse(buf: &mut BytesMut, head_limit: usize) -> Parsed {
             Parsed::Hyper
         }
     }
+}
+
+/// Whether a `Connection` value lists `keep-alive` and nothing else (what Python's
+/// `requests`, browsers and `ab -k` send).
+fn only_keep_alive(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .all(|t| t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
 }
 
 /// How an answer's body is framed, and whether the connection ends after it.
@@ -1118,7 +1129,8 @@ mod tests {
         }
     }
 
-    /// Two requests in one write: both answered, in order, on the one connection.
+    /// Two requests in one write (the second with `Connection: keep-alive`, which this
+    /// path takes too): both answered, in order, on the one connection.
     #[tokio::test]
     async fn pipelined_requests_are_answered_in_order() {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
@@ -1131,7 +1143,8 @@ mod tests {
         let client_side = async {
             client
                 .write_all(
-                    b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n",
+                    b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n\
+                      GET /two HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n",
                 )
                 .await
                 .unwrap();
@@ -1141,7 +1154,15 @@ mod tests {
             drop(client);
             (one, two)
         };
-        let ((one, two), served) = tokio::join!(client_side, served);
+        let mut served = pin!(served);
+        let (one, two) = tokio::select! {
+            answers = client_side => answers,
+            left = served.as_mut() => panic!(
+                "the connection left this path before both answers (handed over: {})",
+                matches!(left, Served::HandOver { .. })
+            ),
+        };
+        let served = served.await;
         assert!(String::from_utf8_lossy(&one).ends_with("\r\n\r\n/one"));
         assert!(String::from_utf8_lossy(&two).ends_with("\r\n\r\n/two"));
         assert!(matches!(served, Served::Closed(Ok(()))));
@@ -1164,6 +1185,10 @@ mod tests {
             "GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n".into(),
             "GET /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(),
             "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".into(),
+            "GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n".into(),
+            "GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: x-h\r\n\r\n"
+                .into(),
+            "GET /x HTTP/1.1\r\nHost: a\r\nConnection: \r\n\r\n".into(),
             "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n".into(),
             "GET /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n".into(),
             "GET /x HTTP/1.1\r\nHost: a\r\nte: trailers\r\n\r\n".into(),
