@@ -492,6 +492,46 @@ async fn websocket_upgrade_is_tunnelled_both_ways() {
     );
 }
 
+/// A plain GET (answered by the server's lean path) and then a WebSocket handshake on
+/// the same connection (which that path hands to hyper's server with the connection):
+/// both answered, the tunnel carries messages both ways.
+#[tokio::test]
+async fn a_websocket_after_a_plain_get_on_one_connection_is_tunnelled() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let master = FakeMaster::start().await;
+    let proxy = start_proxy(&master).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+
+    let url = format!("ws://{}/ws", proxy.addr);
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("websocket handshake on the same connection");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("after a GET")).await.unwrap();
+    let reply = ws.next().await.expect("an echo").unwrap();
+    assert_eq!(reply.into_text().unwrap().as_str(), "after a GET");
+    let _ = ws.close(None).await;
+    let targets: Vec<String> = master.seen().iter().map(|s| s.target.clone()).collect();
+    assert_eq!(targets, ["/first", "/ws"]);
+}
+
 #[tokio::test]
 async fn location_pointing_at_the_master_points_back_at_the_proxy() {
     let master = FakeMaster::start().await;
