@@ -497,9 +497,13 @@ impl ServeOne {
                 registered: false,
                 seen: false,
             };
-            // The lean path first; it sees `closing` itself.
-            let lean = pin!(lean::serve(stream, service, closing, head_limit));
-            let (io, read, service) = match drain.run(closing, lean, |_| {}).await {
+            // The lean path first; it sees `closing` itself. (In its own block, so that
+            // the task reuses its space for hyper's connection.)
+            let served = {
+                let lean = pin!(lean::serve(stream, service, closing, head_limit));
+                drain.run(closing, lean, |_| {}).await
+            };
+            let (io, read, service) = match served {
                 lean::Served::Closed(result) => {
                     if let Err(e) = result {
                         log_io_error(peer, &e);
