@@ -1,7 +1,7 @@
 //! Listening, serving connections, and graceful shutdown.
 //!
 //! Each accepted connection (TCP or Unix socket) is served first by the server's own
-//! path for plain `GET`s ([`lean`]: no body, no upgrade, keep-alive, which is nearly
+//! path for plain `GET`s (`lean`: no body, no upgrade, keep-alive, which is nearly
 //! all traffic), and from the first request that path does not take on, by hyper's
 //! HTTP/1.1 server with upgrades enabled, which gets every byte read so far. Both have
 //! these limits:
