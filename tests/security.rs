@@ -388,24 +388,27 @@ async fn raw_status(addr: SocketAddr, bytes: &str) -> (u16, String) {
     (status_of(&answer), answer)
 }
 
+/// Request smuggling shapes, each to be answered 400 without reaching the master.
+const SMUGGLING_SHAPES: [&str; 7] = [
+    // CL + TE (both orders).
+    "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\
+     Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "POST /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+     Content-Length: 4\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    // Two differing Content-Lengths.
+    "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd",
+    "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4, 40\r\n\r\nabcd",
+    // obs-fold (a header continued on the next line).
+    "GET /x HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n",
+    // A transfer coding that is not chunked, and TE on HTTP/1.0.
+    "POST /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\nabcd",
+    "POST /x HTTP/1.0\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+];
+
 #[tokio::test]
 async fn smuggling_shapes_are_400_and_never_reach_the_master() {
     let (master, proxy) = start(&[], &[]).await;
-    let shapes = [
-        // CL + TE (both orders).
-        "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\
-         Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        "POST /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
-         Content-Length: 4\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        // Two differing Content-Lengths.
-        "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd",
-        "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4, 40\r\n\r\nabcd",
-        // obs-fold (a header continued on the next line).
-        "GET /x HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n",
-        // A transfer coding that is not chunked, and TE on HTTP/1.0.
-        "POST /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\nabcd",
-        "POST /x HTTP/1.0\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    ];
+    let shapes = SMUGGLING_SHAPES;
     let mut passed = Vec::new();
     for shape in shapes {
         let (status, answer) = raw_status(proxy.addr, shape).await;
@@ -419,8 +422,8 @@ async fn smuggling_shapes_are_400_and_never_reach_the_master() {
     assert!(passed.is_empty(), "{}", passed.join("\n\n"));
 }
 
-/// The same shapes (and an oversized head, over the limit and over the server's own
-/// first buffer) sent right behind a plain GET on one keep-alive connection: the GET,
+/// Every shape above (the CL + TE conflict on a GET too, and an oversized head, over
+/// the limit and over the server's own first buffer) sent right behind a plain GET on one keep-alive connection: the GET,
 /// which the server's lean path answers, is served; the shape, which that path hands
 /// to hyper with the bytes it already read, is still refused and never reaches the
 /// master.
@@ -436,26 +439,21 @@ async fn smuggling_shapes_behind_a_plain_get_are_still_refused() {
         "GET /bigger HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
         "a".repeat(20_000)
     );
-    let shapes: Vec<(String, u16)> = vec![
-        (
-            "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\
-             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
-                .into(),
-            400,
-        ),
+    let mut shapes: Vec<(String, u16)> = SMUGGLING_SHAPES
+        .iter()
+        .map(|shape| ((*shape).to_owned(), 400))
+        .collect();
+    shapes.extend([
+        // The same conflict on a GET, the method the lean path takes.
         (
             "GET /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
              Content-Length: 4\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
-                .into(),
-            400,
-        ),
-        (
-            "GET /x HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n".into(),
+                .to_owned(),
             400,
         ),
         (oversized, 431),
         (beyond_buffer, 431),
-    ];
+    ]);
     let mut wrong = Vec::new();
     for (shape, want) in shapes {
         let before = master.seen().len();

@@ -961,6 +961,15 @@ mod tests {
                 make(200, &[("transfer-encoding", "chunked")], &["a", "b"], false),
             ),
             ("teapot", make(418, &[], &["t"], true)),
+            (
+                "own reason",
+                Arc::new(|| {
+                    let mut r = make(503, &[], &["busy"], true)();
+                    r.extensions_mut()
+                        .insert(hyper::ext::ReasonPhrase::from_static(b"Gone Fishing"));
+                    r
+                }),
+            ),
         ]
     }
 
@@ -1314,9 +1323,11 @@ mod tests {
 
         let closing = AtomicBool::new(false);
         let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-        let release_rx = std::sync::Mutex::new(Some(release_rx));
+        let (called_tx, called_rx) = tokio::sync::oneshot::channel::<()>();
+        let release_rx = std::sync::Mutex::new(Some((release_rx, called_tx)));
         let conn = connection(move |_req| {
-            let wait = release_rx.lock().unwrap().take().unwrap();
+            let (wait, called) = release_rx.lock().unwrap().take().unwrap();
+            let _ = called.send(());
             async move {
                 let _ = wait.await;
                 Ok::<_, Infallible>(Response::new(Frames::new(&["ok"], true)))
@@ -1326,8 +1337,8 @@ mod tests {
         client.write_all(GET).await.unwrap();
         let served = serve(server, conn, &closing, 8192);
         let client_side = async {
-            // The request is in flight once the client's bytes are read; then shut down.
-            tokio::task::yield_now().await;
+            // Shut down once the request is in flight (the stack has been called).
+            called_rx.await.unwrap();
             closing.store(true, Ordering::Relaxed);
             release_tx.send(()).unwrap();
             let answer = read_answer(&mut client).await;
