@@ -51,6 +51,43 @@ use crate::framing::{FramingConflict, OversizedHead};
 /// name: looking it up by a string would parse and check the string each time).
 static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
+/// The last `Host` value admitted on one client connection (a connection's requests
+/// nearly always carry the same one): those bytes again need no parsing or matching.
+/// Kept inline, not as a `HeaderValue`, which would share (and so keep alive) the
+/// connection's read buffer. Values longer than [`HostMemo::CAPACITY`] are not kept.
+#[derive(Debug, Clone)]
+pub struct HostMemo {
+    len: u8,
+    bytes: [u8; HostMemo::CAPACITY],
+}
+
+impl Default for HostMemo {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            bytes: [0; Self::CAPACITY],
+        }
+    }
+}
+
+impl HostMemo {
+    /// The longest value kept, in bytes.
+    const CAPACITY: usize = 64;
+
+    fn holds(&self, value: &[u8]) -> bool {
+        self.len != 0 && self.bytes[..usize::from(self.len)] == *value
+    }
+
+    fn keep(&mut self, value: &[u8]) {
+        if let Ok(len) = u8::try_from(value.len()) {
+            if (1..=Self::CAPACITY).contains(&value.len()) {
+                self.bytes[..value.len()].copy_from_slice(value);
+                self.len = len;
+            }
+        }
+    }
+}
+
 /// The compiled checks for one listening proxy.
 #[derive(Debug, Clone)]
 pub struct Guard {
@@ -125,14 +162,25 @@ impl Guard {
     /// failure, when a path secret is configured, the target is replaced by a redacted
     /// one, so that whatever logs the target afterwards cannot log a secret or a guess.
     pub fn check<B>(&self, req: &mut Request<B>) -> Result<(), Refusal> {
-        let result = self.check_inner(req);
+        self.check_remembering(req, &mut HostMemo::default())
+    }
+
+    /// [`Self::check`] for one connection's requests: `memo` keeps the last `Host` value
+    /// admitted on the connection, and the same bytes again are admitted without being
+    /// parsed (the verdict on a `Host` value depends on nothing else).
+    pub fn check_remembering<B>(
+        &self,
+        req: &mut Request<B>,
+        memo: &mut HostMemo,
+    ) -> Result<(), Refusal> {
+        let result = self.check_inner(req, memo);
         if result.is_err() && self.secret.is_some() {
             *req.uri_mut() = Uri::from_static("/-redacted-");
         }
         result
     }
 
-    fn check_inner<B>(&self, req: &mut Request<B>) -> Result<(), Refusal> {
+    fn check_inner<B>(&self, req: &mut Request<B>, memo: &mut HostMemo) -> Result<(), Refusal> {
         if req.extensions().get::<OversizedHead>().is_some() {
             return Err(Refusal::HeadTooLarge);
         }
@@ -183,7 +231,7 @@ impl Guard {
             }
         }
 
-        self.check_host(req.headers(), census, req.version())?;
+        self.check_host(req.headers(), census, req.version(), memo)?;
         self.check_origin(req.headers(), census)?;
 
         let method = req.method();
@@ -291,6 +339,7 @@ impl Guard {
         headers: &HeaderMap,
         census: Census,
         version: Version,
+        memo: &mut HostMemo,
     ) -> Result<(), Refusal> {
         let mut all = census
             .has(Field::Host)
@@ -309,12 +358,16 @@ impl Guard {
         if all.next().is_some() {
             return Err(Refusal::Malformed("more than one Host header"));
         }
+        if memo.holds(value.as_bytes()) {
+            return Ok(());
+        }
         let allowed = value
             .to_str()
             .ok()
             .and_then(split_host_port)
             .is_some_and(|(h, p)| self.host_allowed(h, p));
         if allowed {
+            memo.keep(value.as_bytes());
             Ok(())
         } else {
             Err(Refusal::Host(quoted_value(value)))
@@ -410,6 +463,68 @@ mod tests {
 
     fn host_ok(g: &Guard, host: &str) -> bool {
         g.check(&mut req("GET", "/", &[("host", host)])).is_ok()
+    }
+
+    #[test]
+    fn a_connections_remembered_host_gives_the_same_verdicts() {
+        let g = Guard::new(&Policy::default(), Some(8079));
+        let mut memo = HostMemo::default();
+        let mut check = |headers: &[(&str, &str)]| {
+            g.check_remembering(&mut req("GET", "/", headers), &mut memo)
+                .is_ok()
+        };
+        // Admitted, then remembered: the same bytes again, then other hosts, good and
+        // bad, each judged as without a memo.
+        for (host, ok) in [
+            ("127.0.0.1:8079", true),
+            ("127.0.0.1:8079", true),
+            ("evil.example", false),
+            ("127.0.0.1:8079", true),
+            ("localhost.evil.example", false),
+            ("LOCALHOST", true),
+            ("localhost", true),
+            ("127.0.0.1:8079.evil", false),
+            ("127.0.0.1:807", true),
+            ("127.0.0.1:8079", true),
+        ] {
+            assert_eq!(check(&[("host", host)]), ok, "{host}");
+            assert_eq!(host_ok(&g, host), ok, "{host} without a memo");
+        }
+        // The remembered value does not excuse a second Host field, or a missing one.
+        assert!(check(&[("host", "127.0.0.1:8079")]));
+        assert!(!check(&[
+            ("host", "127.0.0.1:8079"),
+            ("host", "127.0.0.1:8079")
+        ]));
+        assert!(!check(&[
+            ("host", "127.0.0.1:8079"),
+            ("host", "evil.example")
+        ]));
+        assert!(!check(&[]));
+        // Only admitted values are kept, and only short ones.
+        let mut memo = HostMemo::default();
+        assert!(!memo.holds(b"127.0.0.1:8079"));
+        let long = format!("{}.localhost", "a".repeat(60));
+        assert!(
+            g.check_remembering(&mut req("GET", "/", &[("host", &long)]), &mut memo)
+                .is_ok()
+        );
+        assert!(
+            !memo.holds(long.as_bytes()),
+            "longer than the memo: not kept"
+        );
+        let _ = g.check_remembering(&mut req("GET", "/", &[("host", "evil.example")]), &mut memo);
+        assert!(!memo.holds(b"evil.example"), "a refused host is never kept");
+        assert!(
+            g.check_remembering(&mut req("GET", "/", &[("host", "[::1]:1")]), &mut memo)
+                .is_ok()
+        );
+        assert!(memo.holds(b"[::1]:1"));
+        assert!(
+            !memo.holds(b"[::1]:"),
+            "a prefix of the kept value is not it"
+        );
+        assert!(!memo.holds(b""));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use http::{Request, Response, Uri};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::guard::Guard;
+use crate::guard::{Guard, HostMemo};
 use crate::proxy::body::{Answer, local};
 
 /// An answer and the request target as the guard left it: what the access log may show.
@@ -51,6 +51,7 @@ impl<S> Layer<S> for GuardLayer {
     fn layer(&self, inner: S) -> Self::Service {
         GuardService {
             guard: self.guard.clone(),
+            host: HostMemo::default(),
             inner,
         }
     }
@@ -60,6 +61,8 @@ impl<S> Layer<S> for GuardLayer {
 #[derive(Debug, Clone)]
 pub struct GuardService<S> {
     guard: Arc<Guard>,
+    /// The connection's last admitted `Host` (the stack is cloned per connection).
+    host: HostMemo,
     inner: S,
 }
 
@@ -76,7 +79,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let verdict = self.guard.check(&mut req);
+        let verdict = self.guard.check_remembering(&mut req, &mut self.host);
         // After the check: no path secret in it (and, on refusal, no guess at one).
         let target = req.uri().clone();
         match verdict {
