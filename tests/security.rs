@@ -54,6 +54,33 @@ async fn a_rebinding_host_is_refused_and_loopback_names_pass() {
 }
 
 #[tokio::test]
+async fn every_request_on_a_keep_alive_connection_is_judged_by_its_own_host() {
+    // The guard remembers a connection's last admitted Host; a request with another
+    // one on the same connection must still be judged afresh.
+    let (master, proxy) = start(&[], &[]).await;
+    let port = proxy.addr.port();
+    let good = format!("localhost:{port}");
+    let requests = [
+        format!("GET /a HTTP/1.1\r\nHost: {good}\r\n\r\n"),
+        "GET /x HTTP/1.1\r\nHost: attacker.example\r\n\r\n".to_owned(),
+        format!("GET /b HTTP/1.1\r\nHost: {good}\r\n\r\n"),
+        format!("GET /y HTTP/1.1\r\nHost: {good}:1\r\n\r\n"),
+        format!("GET /c HTTP/1.1\r\nHost: {good}\r\n\r\n"),
+        format!(
+            "GET /z HTTP/1.1\r\nHost: {good}\r\nHost: attacker.example\r\nConnection: close\r\n\r\n"
+        ),
+    ];
+    let answer = raw_exchange(proxy.addr, requests.concat().as_bytes()).await;
+    let statuses: Vec<u16> = answer
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| answer[at + 9..].get(..3)?.parse().ok())
+        .collect();
+    assert_eq!(statuses, [200, 403, 200, 403, 200, 400], "{answer}");
+    let seen: Vec<String> = master.seen().iter().map(|s| s.target.clone()).collect();
+    assert_eq!(seen, ["/a", "/b", "/c"]);
+}
+
+#[tokio::test]
 async fn allowed_hosts_replace_the_defaults() {
     let (master, proxy) = start(&["--allowed-hosts", "proxy.internal,*.svc.cluster"], &[]).await;
     let answer = raw(proxy.addr, "GET /x HTTP/1.1\r\nHost: localhost").await;
