@@ -773,6 +773,75 @@ mod tests {
         assert!(seen.try_recv().is_err(), "one new connection");
     }
 
+    /// Read one request head from `s` and answer it `200 ok`, keeping the connection.
+    fn answer_one(s: &mut std::net::TcpStream) {
+        use std::io::{Read, Write};
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    }
+
+    /// The master resets an idle pooled connection, and the request that takes it finds
+    /// out only when writing (the runtime has not yet seen the reset, so the idle check
+    /// passes): nothing was sent, so the request goes out on a new connection instead
+    /// of failing. (Seen failing with that retry removed: "an answer: Lean(Io(Os { code:
+    /// 104, kind: ConnectionReset, ... }))".)
+    #[tokio::test]
+    async fn a_request_on_a_pooled_connection_reset_unseen_goes_out_on_a_new_one() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (reset, reset_rx) = std::sync::mpsc::channel::<()>();
+        let (was_reset, was_reset_rx) = std::sync::mpsc::channel::<()>();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        // On a thread of its own, so that the test's runtime sees nothing of it.
+        std::thread::spawn(move || {
+            let (mut first, _) = listener.accept().unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            answer_one(&mut first);
+            reset_rx.recv().unwrap();
+            // Closing with a zero linger time sends RST, not FIN.
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: a valid socket and a `linger` of the size given.
+            let set = unsafe {
+                libc::setsockopt(
+                    first.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&raw const linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(set, 0, "SO_LINGER");
+            drop(first);
+            was_reset.send(()).unwrap();
+            for mut s in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                answer_one(&mut s);
+            }
+        });
+        let pool = pool_for(&url, Duration::from_secs(90));
+        get_ok(&pool, "/").await;
+        assert_eq!(pool.idle.get_or_default().borrow().lean.len(), 1);
+        reset.send(()).unwrap();
+        // Blocking this runtime's only thread on purpose: while it waits, its event
+        // loop does not run, so the pool's readiness for the reset connection stays
+        // as it was (on loopback the reset has arrived once `close` returns).
+        was_reset_rx.recv().unwrap();
+        get_ok(&pool, "/").await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a second connection");
+    }
+
     #[tokio::test]
     async fn a_401_answer_is_passed_up_and_its_connection_kept() {
         let (url, mut seen) = master().await;
