@@ -235,6 +235,16 @@ impl LeanConn {
     }
 }
 
+/// Whether `error`, from [`LeanConn::poll_head`] on `conn`, came before any byte of an
+/// answer: the connection ended, or was reset, with nothing read.
+pub(super) fn unanswered(error: &Error, conn: &LeanConn) -> bool {
+    match error {
+        Error::Closed => true,
+        Error::Io(e) => e.kind() == io::ErrorKind::ConnectionReset && conn.buf.is_empty(),
+        Error::IncompleteBody | Error::Malformed(_) => false,
+    }
+}
+
 /// How an answer's body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {

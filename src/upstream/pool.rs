@@ -14,7 +14,13 @@
 //! What the pooled client did that matters is kept:
 //! - A request that a reused connection could not even start to send (the master closed
 //!   the idle connection at that moment) is sent again on another connection; one that
-//!   went out is never sent twice.
+//!   went out is not sent twice, with one exception on the lean path below.
+//! - On the lean path, a request with a safe method (`GET`, `HEAD`, `OPTIONS`, `TRACE`:
+//!   RFC 9110 section 9.2.1, they change nothing on the master) that went out on a
+//!   reused connection which then ended, or was reset, before a byte of answer (the
+//!   master timed the idle connection out as the request left) is sent again on
+//!   another connection, as browsers and Go's client do. Any other method gets the
+//!   error: it may have been acted on.
 //! - An idle connection is closed after [`Pool`]'s idle timeout (between one and two
 //!   timeouts, checked by the connection's own task, so the request path keeps no timer).
 //! - A connection whose response was not read to the end, or that switched protocols,
@@ -220,6 +226,10 @@ impl Pool {
     ) -> Result<Sent, SendError> {
         let (parts, _) = request.into_parts();
         let head_request = parts.method == http::Method::HEAD;
+        let safe = matches!(
+            parts.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+        );
         loop {
             let (mut conn, reused) = match self.take_lean() {
                 Some(conn) => (conn, true),
@@ -236,9 +246,18 @@ impl Pool {
                 }
                 Err((e, _)) => return Err(SendError::Lean(e)),
             }
-            let head = poll_fn(|cx| conn.poll_head(cx, head_request))
-                .await
-                .map_err(SendError::Lean)?;
+            let head = match poll_fn(|cx| conn.poll_head(cx, head_request)).await {
+                Ok(head) => head,
+                // The master closed a reused connection without a byte of answer (it
+                // timed the idle connection out as the request went out): a safe
+                // method (RFC 9110 section 9.2.1) changes nothing, so it is sent again
+                // on another connection; any other is not, as it may have been acted on.
+                Err(e) if reused && safe && lean::unanswered(&e, &conn) => {
+                    tracing::debug!("a pooled master connection closed unanswered; sending again");
+                    continue;
+                }
+                Err(e) => return Err(SendError::Lean(e)),
+            };
             let body = LeanBody::new(conn, &head, LeanBack(Arc::clone(&self)));
             let mut response = Response::new(UpstreamBody(Kind::Lean(body)));
             *response.status_mut() = head.status;
@@ -534,6 +553,7 @@ impl Drop for UpstreamBody {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
 
     use bytes::Bytes;
@@ -773,6 +793,26 @@ mod tests {
         assert!(seen.try_recv().is_err(), "one new connection");
     }
 
+    /// Make closing `s` send RST instead of FIN (a zero linger time).
+    fn reset_on_close(s: &std::net::TcpStream) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket and a `linger` of the size given.
+        let set = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "SO_LINGER");
+    }
+
     /// Read one request head from `s` and answer it `200 ok`, keeping the connection.
     fn answer_one(s: &mut std::net::TcpStream) {
         use std::io::{Read, Write};
@@ -794,7 +834,6 @@ mod tests {
     /// 104, kind: ConnectionReset, ... }))".)
     #[tokio::test]
     async fn a_request_on_a_pooled_connection_reset_unseen_goes_out_on_a_new_one() {
-        use std::os::fd::AsRawFd;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (reset, reset_rx) = std::sync::mpsc::channel::<()>();
@@ -807,22 +846,7 @@ mod tests {
             count.fetch_add(1, Ordering::SeqCst);
             answer_one(&mut first);
             reset_rx.recv().unwrap();
-            // Closing with a zero linger time sends RST, not FIN.
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: a valid socket and a `linger` of the size given.
-            let set = unsafe {
-                libc::setsockopt(
-                    first.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&raw const linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(set, 0, "SO_LINGER");
+            reset_on_close(&first);
             drop(first);
             was_reset.send(()).unwrap();
             for mut s in listener.incoming().flatten() {
@@ -840,6 +864,102 @@ mod tests {
         was_reset_rx.recv().unwrap();
         get_ok(&pool, "/").await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "a second connection");
+    }
+
+    /// Request lines a test master read, each with its connection's number.
+    type RequestLines = Arc<Mutex<Vec<(usize, String)>>>;
+
+    /// Read one request head from `s`; `None` when the connection ends first.
+    fn read_head(s: &mut std::net::TcpStream) -> Option<String> {
+        use std::io::Read;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return None,
+            }
+        }
+        Some(String::from_utf8_lossy(&head).into_owned())
+    }
+
+    /// A master on a thread of its own that answers the first request on its first
+    /// connection, then reads the next one there and closes that connection without a
+    /// word (as a server timing out an idle connection does, just as the request came);
+    /// later connections are answered. Returns its URL and every request line it read,
+    /// with the connection's number.
+    fn master_that_drops_the_second_request(reset: bool) -> (String, RequestLines) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let line = |head: &str| head.lines().next().unwrap_or("").to_owned();
+        std::thread::spawn(move || {
+            for (n, s) in listener.incoming().enumerate() {
+                let Ok(mut s) = s else { continue };
+                while let Some(head) = read_head(&mut s) {
+                    log.lock().unwrap().push((n, line(&head)));
+                    if n == 0 && log.lock().unwrap().len() == 2 {
+                        if reset {
+                            reset_on_close(&s);
+                        }
+                        break; // dropped: closed (or reset) unanswered
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                }
+            }
+        });
+        (url, seen)
+    }
+
+    /// A safe method on a reused connection that the master closes before answering is
+    /// sent again on a new connection; (seen failing with the retry removed: "an answer:
+    /// Lean(Closed)").
+    #[tokio::test]
+    async fn a_get_the_master_dropped_on_a_reused_connection_goes_out_again() {
+        for reset in [false, true] {
+            let (url, seen) = master_that_drops_the_second_request(reset);
+            let pool = pool_for(&url, Duration::from_secs(90));
+            get_ok(&pool, "/first").await;
+            get_ok(&pool, "/second").await;
+            let seen = seen.lock().unwrap().clone();
+            let want = [
+                (0, "GET /first HTTP/1.1"),
+                (0, "GET /second HTTP/1.1"),
+                (1, "GET /second HTTP/1.1"),
+            ];
+            assert_eq!(
+                seen,
+                want.map(|(n, l)| (n, l.to_owned())),
+                "reset: {reset}: sent again on a new connection"
+            );
+        }
+    }
+
+    /// The same for methods that may change something: the error, never a second send.
+    #[tokio::test]
+    async fn a_delete_the_master_dropped_is_not_sent_again() {
+        let (url, seen) = master_that_drops_the_second_request(false);
+        let pool = pool_for(&url, Duration::from_secs(90));
+        get_ok(&pool, "/first").await;
+        let mut delete = request("/v2/apps/x", true);
+        *delete.method_mut() = http::Method::DELETE;
+        let err = tokio::time::timeout(WAIT, pool.clone().send(delete))
+            .await
+            .expect("an answer in time")
+            .expect_err("the master closed the connection unanswered");
+        assert!(
+            matches!(err, SendError::Lean(lean::Error::Closed)),
+            "{err:?}"
+        );
+        let lines: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect();
+        assert_eq!(lines, ["GET /first HTTP/1.1", "DELETE /v2/apps/x HTTP/1.1"]);
     }
 
     #[tokio::test]
