@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     FakeMaster, assert_refused, get, raw, raw_body, raw_exchange, read_head, start, status_of,
-    ws_echo,
+    statuses_of, ws_echo,
 };
 use dcos_token_proxy::settings::ENV_PATH_SECRET;
 use http::StatusCode;
@@ -71,10 +71,7 @@ async fn every_request_on_a_keep_alive_connection_is_judged_by_its_own_host() {
         ),
     ];
     let answer = raw_exchange(proxy.addr, requests.concat().as_bytes()).await;
-    let statuses: Vec<u16> = answer
-        .match_indices("HTTP/1.1 ")
-        .filter_map(|(at, _)| answer[at + 9..].get(..3)?.parse().ok())
-        .collect();
+    let statuses = statuses_of(&answer);
     assert_eq!(statuses, [200, 403, 200, 403, 200, 400], "{answer}");
     let seen: Vec<String> = master.seen().iter().map(|s| s.target.clone()).collect();
     assert_eq!(seen, ["/a", "/b", "/c"]);
@@ -485,10 +482,7 @@ async fn smuggling_shapes_behind_a_plain_get_are_still_refused() {
     for (shape, want) in shapes {
         let before = master.seen().len();
         let answer = raw_exchange(proxy.addr, format!("{first}{shape}").as_bytes()).await;
-        let statuses: Vec<u16> = answer
-            .match_indices("HTTP/1.1 ")
-            .filter_map(|(at, _)| answer[at + 9..].get(..3)?.parse().ok())
-            .collect();
+        let statuses = statuses_of(&answer);
         let seen: Vec<String> = master.seen()[before..]
             .iter()
             .map(|s| s.target.clone())

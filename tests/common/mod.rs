@@ -1072,6 +1072,14 @@ pub fn status_of(answer: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status line in {answer:?}"))
 }
 
+/// The status codes of every answer in `answers` (several on one connection), in order.
+pub fn statuses_of(answers: &str) -> Vec<u16> {
+    answers
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| answers[at + 9..].get(..3)?.parse().ok())
+        .collect()
+}
+
 /// The body of a raw answer.
 pub fn raw_body(answer: &str) -> &str {
     answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
