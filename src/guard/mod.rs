@@ -79,11 +79,10 @@ impl HostMemo {
     }
 
     fn keep(&mut self, value: &[u8]) {
-        if let Ok(len) = u8::try_from(value.len()) {
-            if (1..=Self::CAPACITY).contains(&value.len()) {
-                self.bytes[..value.len()].copy_from_slice(value);
-                self.len = len;
-            }
+        // CAPACITY fits in `len`'s u8.
+        if (1..=Self::CAPACITY).contains(&value.len()) {
+            self.bytes[..value.len()].copy_from_slice(value);
+            self.len = value.len() as u8;
         }
     }
 }

@@ -235,8 +235,9 @@ impl LeanConn {
     }
 }
 
-/// Whether `error`, from [`LeanConn::poll_head`] on `conn`, came before any byte of an
-/// answer: the connection ended, or was reset, with nothing read.
+/// Whether `error`, from [`LeanConn::poll_head`] on `conn`, came before any answer: the
+/// connection ended, or was reset, with no head read or pending (an interim `1xx` head
+/// may have been skipped).
 pub(super) fn unanswered(error: &Error, conn: &LeanConn) -> bool {
     match error {
         Error::Closed => true,

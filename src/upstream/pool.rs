@@ -15,12 +15,12 @@
 //! - A request that a reused connection could not even start to send (the master closed
 //!   the idle connection at that moment) is sent again on another connection; one that
 //!   went out is not sent twice, with one exception on the lean path below.
-//! - On the lean path, a request with a safe method (`GET`, `HEAD`, `OPTIONS`, `TRACE`:
-//!   RFC 9110 section 9.2.1, they change nothing on the master) that went out on a
-//!   reused connection which then ended, or was reset, before a byte of answer (the
-//!   master timed the idle connection out as the request left) is sent again on
-//!   another connection, as browsers and Go's client do. Any other method gets the
-//!   error: it may have been acted on.
+//! - On the lean path, a request with a safe method (`GET`, `HEAD`, `OPTIONS`, `TRACE`,
+//!   `QUERY`: `http::Method::is_safe`, RFC 9110 section 9.2.1; they change nothing on
+//!   the master) that went out on a reused connection which then ended, or was reset,
+//!   before any answer (the master timed the idle connection out as the request left)
+//!   is sent again on another connection. Any other method gets the error: it may have
+//!   been acted on.
 //! - An idle connection is closed after [`Pool`]'s idle timeout (between one and two
 //!   timeouts, checked by the connection's own task, so the request path keeps no timer).
 //! - A connection whose response was not read to the end, or that switched protocols,
@@ -226,10 +226,7 @@ impl Pool {
     ) -> Result<Sent, SendError> {
         let (parts, _) = request.into_parts();
         let head_request = parts.method == http::Method::HEAD;
-        let safe = matches!(
-            parts.method,
-            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
-        );
+        let safe = parts.method.is_safe();
         loop {
             let (mut conn, reused) = match self.take_lean() {
                 Some(conn) => (conn, true),
@@ -815,17 +812,14 @@ mod tests {
 
     /// Read one request head from `s` and answer it `200 ok`, keeping the connection.
     fn answer_one(s: &mut std::net::TcpStream) {
-        use std::io::{Read, Write};
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => return,
-            }
+        use std::io::Write;
+        if read_head(s).is_some() {
+            let _ = s.write_all(OK);
         }
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
     }
+
+    /// The answer the thread-run test masters give.
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
     /// The master resets an idle pooled connection, and the request that takes it finds
     /// out only when writing (the runtime has not yet seen the reset, so the idle check
@@ -862,6 +856,11 @@ mod tests {
         // loop does not run, so the pool's readiness for the reset connection stays
         // as it was (on loopback the reset has arrived once `close` returns).
         was_reset_rx.recv().unwrap();
+        // The case under test: the idle check passes, so only the write can tell.
+        assert!(
+            pool.idle.get_or_default().borrow_mut().lean[0].usable(),
+            "the idle check saw the reset: this test no longer reaches the write"
+        );
         get_ok(&pool, "/").await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "a second connection");
     }
@@ -906,7 +905,7 @@ mod tests {
                         }
                         break; // dropped: closed (or reset) unanswered
                     }
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    let _ = s.write_all(OK);
                 }
             }
         });
