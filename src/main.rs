@@ -24,7 +24,7 @@ use dcos_token_proxy::settings::{FileSettings, Settings};
 use dcos_token_proxy::source::credential::Credential;
 use dcos_token_proxy::source::watch::Follow;
 use dcos_token_proxy::types::LogFormat;
-use dcos_token_proxy::{Proxy, fdlimit, logging};
+use dcos_token_proxy::{Proxy, fdlimit, logging, server};
 
 use crate::signals::Signals;
 
@@ -172,8 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Thread per core: this thread's runtime serves as worker 0 and runs the background
     // tasks (signals, watcher, logins, admin); `server::serve` starts the other workers,
     // each with its own runtime (and its own idle master connections).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+    let runtime = server::turn::runtime()
         .build()
         .context("cannot start the async runtime")?;
     let forced = runtime.block_on(async {

@@ -71,6 +71,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 mod lean;
+pub mod turn;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -190,9 +191,7 @@ pub async fn serve(
             std::thread::Builder::new()
                 .name(format!("dcos-token-proxy-{index}"))
                 .spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
+                    let runtime = turn::runtime().build()?;
                     runtime.block_on(async move {
                         let listener = dup.register()?;
                         if let Some(inbox) = inbox {

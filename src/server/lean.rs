@@ -50,7 +50,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::Connection;
+use super::{Connection, turn};
 use crate::h1::{Field, content_length, has_token, is_chunked, range};
 use crate::head_timeout::Answerable;
 use crate::upstream::{ClientBody, IdleBody};
@@ -195,6 +195,7 @@ where
         if head.capacity() > HEAD_LIMIT {
             head = Vec::new();
         }
+        turn::answered();
     }
 }
 
