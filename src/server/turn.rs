@@ -8,8 +8,8 @@
 //! does not sleep; it goes on to the next connection, and the woken thread waits for
 //! the kernel's next tick to preempt us (4 ms at `CONFIG_HZ=250`), with every request of
 //! that client. This is the 4 ms step in the proxy's latency distribution
-//! (README, Performance). HAProxy does not show it: its threads took turns of 40–50 µs
-//! under the same load (`perf sched timehist`), ours up to a tick.
+//! (README, Performance). HAProxy does not show it: answering wrk by itself, its
+//! threads took turns of 40–50 µs (`perf sched timehist`), ours up to a tick.
 //!
 //! So each serving thread keeps when its current turn began ([`Turn`]): a park of its
 //! runtime (no task ready) that lasted at least [`SLEPT`] was a sleep and begins a new
