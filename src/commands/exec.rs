@@ -57,8 +57,11 @@ pub fn run(
         Err(e) => return Err(e.into()),
     };
     let follow = Follow::new(&settings, env);
+    // Its workers serve connections too: the same turns as the serving threads'.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(dcos_token_proxy::server::turn::park)
+        .on_thread_unpark(dcos_token_proxy::server::turn::unpark)
         .build()
         .context("cannot start the async runtime")?;
     let status = runtime.block_on(async {

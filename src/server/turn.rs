@@ -27,8 +27,11 @@
 //! `-q`, six rounds each, median p99: 2.36 ms at 1 ms, 2.59 at 500 µs, 2.88 at 250 µs,
 //! 3.76 without): each yield also puts this thread behind the others.
 //!
-//! The clock is read once per answer and twice per park; nothing is shared between
-//! threads.
+//! The serving threads' runtimes get the park hooks from [`runtime`]; `exec`'s
+//! multi-thread runtime installs the same two. A runtime without them (the in-process
+//! tests') never begins a new turn after a sleep, so its threads yield at most once per
+//! [`TURN`]. The clock is read once per answer and twice per park; nothing is shared
+//! between threads.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
