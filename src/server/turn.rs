@@ -2,14 +2,16 @@
 //!
 //! Why: on a machine whose cores are all busy (the load generator, the master and the
 //! proxy side by side, or a laptop building something), a thread that the kernel wakes
-//! (a client whose answer we just wrote, the master we just sent a request to) is often
-//! queued on the core of the thread that woke it: a TCP receive wakes its reader with
-//! the hint that the waker is about to sleep. A serving thread with many connections
-//! does not sleep; it goes on to the next connection, and the woken thread waits for
-//! the kernel's next tick to preempt us (4 ms at `CONFIG_HZ=250`), with every request of
-//! that client. This is the 4 ms step in the proxy's latency distribution
-//! (README, Performance). HAProxy does not show it: answering wrk by itself, its
-//! threads took turns of 40–50 µs (`perf sched timehist`), ours up to a tick.
+//! (a client whose answer we just wrote, the master we just sent a request to) can be
+//! queued on the core of the thread that woke it: Linux wakes a TCP reader with the
+//! hint that the waker is about to sleep (a synchronous wake-up). A serving thread with
+//! many connections does not sleep; it goes on to the next connection, and the woken
+//! thread waits until the kernel preempts us, at the latest on its next tick (4 ms at
+//! `CONFIG_HZ=250`), with every request of that client. That is the reading of the 4 ms
+//! step in the proxy's latency distribution (README, Performance) that this module's
+//! effect bears out; it was not traced wake-up by wake-up. HAProxy does not show the
+//! step: answering wrk by itself, its threads took turns of 40–50 µs, while about 250
+//! of ours a second lasted over 1 ms (`perf sched timehist`).
 //!
 //! So each serving thread keeps when its current turn began ([`Turn`]): a park of its
 //! runtime (no task ready) that lasted at least [`SLEPT`] was a sleep and begins a new
@@ -136,11 +138,11 @@ mod tests {
                 t0,
             }
         }
-        fn set(&self, micros: u64) {
-            self.at.set(self.t0 + us(micros));
-        }
         fn at(&self, micros: u64) -> Instant {
             self.t0 + us(micros)
+        }
+        fn set(&self, micros: u64) {
+            self.at.set(self.at(micros));
         }
         /// The answer written at `micros`; a yield lasts `wait` µs.
         fn answer(&self, turn: &Turn, micros: u64, wait: u64) -> bool {
