@@ -14,6 +14,17 @@
 //!   `Expect: 100-continue` at once), discards it, and
 //!   answers 200 with the byte count, or 401 when `Authorization` is not exactly
 //!   `AUTHORIZATION`. One thread per connection, keep-alive, until killed.
+//! - `relay PORT UPSTREAM AUTHORIZATION`: the floor for any proxy on this machine, not a
+//!   proxy. On 127.0.0.1:`PORT`, one event loop per core (each a current-thread tokio
+//!   runtime accepting from the same listener); each client connection gets its own
+//!   upstream connection to `UPSTREAM`, and the relay does only the four system calls
+//!   that every proxy of a request and its answer must do: one read of the request, one
+//!   write of it to the upstream with `Authorization: AUTHORIZATION` put in after the
+//!   request line, one read of the answer, one write of it back. No parsing, no pool, no
+//!   log, no timeouts: it assumes that each request and each answer arrives in one read,
+//!   which holds for wrk's small GETs and the upstream's 4-byte answers, and nothing else.
+//!   With `turn` last, its loops are the proxy's own serving runtimes
+//!   (`server::turn::runtime`), which yield the core after a long turn.
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -40,9 +51,11 @@ fn main() -> ExitCode {
         Some("hold") => hold(&args[1..]),
         Some("startup") => startup(&args[1..]),
         Some("sink") => sink(&args[1..]),
+        Some("relay") => relay(&args[1..]),
         _ => Err(
             "usage: bench_conns free-port | hold ADDR N PATH [AUTHORIZATION] | \
-             startup RUNS PATH -- CMD ARGS... | sink PORT AUTHORIZATION"
+             startup RUNS PATH -- CMD ARGS... | sink PORT AUTHORIZATION | \
+             relay PORT UPSTREAM AUTHORIZATION [turn]"
                 .into(),
         ),
     };
@@ -302,4 +315,97 @@ fn discard(input: &mut impl BufRead, n: u64) -> Result<u64> {
         left -= take as u64;
     }
     Ok(n)
+}
+
+/// The relay's buffers: larger than any request or answer it is meant for.
+const RELAY_BUF: usize = 16 * 1024;
+
+fn relay(args: &[String]) -> Result<()> {
+    let (turn, args) = match args {
+        [rest @ .., last] if last == "turn" => (true, rest),
+        _ => (false, args),
+    };
+    let [port, upstream, auth] = args else {
+        return Err("usage: relay PORT UPSTREAM AUTHORIZATION [turn]".into());
+    };
+    let upstream: SocketAddr = upstream.parse()?;
+    let header: &'static [u8] = format!("Authorization: {auth}\r\n").leak().as_bytes();
+    let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>()?))?;
+    listener.set_nonblocking(true)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let loops: Vec<_> = (0..cores)
+        .map(|_| {
+            let listener = listener.try_clone()?;
+            Ok(std::thread::spawn(move || {
+                relay_loop(listener, upstream, header, turn)
+            }))
+        })
+        .collect::<Result<_>>()?;
+    for l in loops {
+        l.join().map_err(|_| "a relay loop panicked")??;
+    }
+    Ok(())
+}
+
+fn relay_loop(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    header: &'static [u8],
+    turn: bool,
+) -> std::io::Result<()> {
+    let rt = if turn {
+        dcos_token_proxy::server::turn::runtime().build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?
+    };
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        loop {
+            let (client, _) = listener.accept().await?;
+            tokio::spawn(async move {
+                // A connection that fails just ends; wrk counts it as an error.
+                let _ = relay_connection(client, upstream, header, turn).await;
+            });
+        }
+    })
+}
+
+async fn relay_connection(
+    mut client: tokio::net::TcpStream,
+    upstream: SocketAddr,
+    header: &[u8],
+    turn: bool,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    client.set_nodelay(true)?;
+    let mut up = tokio::net::TcpStream::connect(upstream).await?;
+    up.set_nodelay(true)?;
+    let mut request = vec![0u8; RELAY_BUF];
+    let mut out = Vec::with_capacity(RELAY_BUF + header.len());
+    let mut answer = vec![0u8; RELAY_BUF];
+    loop {
+        let n = client.read(&mut request).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let line = request[..n]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(n, |i| i + 1);
+        out.clear();
+        out.extend_from_slice(&request[..line]);
+        out.extend_from_slice(header);
+        out.extend_from_slice(&request[line..n]);
+        up.write_all(&out).await?;
+        let m = up.read(&mut answer).await?;
+        if m == 0 {
+            return Ok(());
+        }
+        client.write_all(&answer[..m]).await?;
+        if turn {
+            dcos_token_proxy::server::turn::answered();
+        }
+    }
 }
