@@ -2,13 +2,16 @@
 //! `EnvFilter` (`-v`, `RUST_LOG` or `log.level`). Logs go to stderr; stdout carries only
 //! the one "listening on" line scripts can wait for.
 //!
-//! Requests never wait for the log, and logging costs them no system call. A line is
-//! formatted on the thread that logs it and appended to a bounded buffer in memory
-//! ([`LOG_BUFFER_BYTES`]); one writer thread takes the whole buffer every
-//! [`LOG_FLUSH_INTERVAL`] (sooner once it is a quarter full) and writes it to stderr with
-//! one `write`. When stderr is slower than the log (a full pipe, a stopped terminal), new
-//! lines are dropped and counted instead of blocking the request path; [`LogGuard`]
-//! writes what is buffered and says how many lines were dropped when the process ends.
+//! Requests never wait for the log, and logging costs them no system call under load. A
+//! line is formatted on the thread that logs it and appended to a bounded buffer in
+//! memory ([`LOG_BUFFER_BYTES`]); one writer thread takes the whole buffer
+//! [`LOG_FLUSH_INTERVAL`] after the first line it holds arrived (sooner once it is a
+//! quarter full) and writes it to stderr with one `write`. With nothing to write, the
+//! writer sleeps until a line arrives (the line that finds it asleep wakes it: one
+//! system call per batch at most), so an idle proxy on a laptop does not wake up. When
+//! stderr is slower than the log (a full pipe, a stopped terminal), new lines are
+//! dropped and counted instead of blocking the request path; [`LogGuard`] writes what is
+//! buffered and says how many lines were dropped when the process ends.
 //! (Before, every access-log line was a blocking `write(2)` under the stderr lock, on the
 //! request's own thread: the largest avoidable cost in a `perf` profile of the proxy
 //! under load. A writer thread woken per line, as `tracing-appender` does, measured
@@ -17,7 +20,7 @@
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -80,8 +83,14 @@ pub enum LogError {
 #[derive(Debug)]
 struct Buffer {
     lines: Mutex<Vec<u8>>,
-    /// Wakes the writer early (a quarter full) or for the last time (`closing`).
+    /// Wakes the writer: from its sleep (the first line), early (a quarter full), or for
+    /// the last time (`closing`).
     wake: Condvar,
+    /// The writer sleeps until a line arrives; the line that finds it so wakes it.
+    /// Read and written with `lines` locked.
+    asleep: AtomicBool,
+    /// Set with `lines` locked, so that the writer cannot miss it between a look and a
+    /// wait.
     closing: AtomicBool,
     dropped: AtomicUsize,
     capacity: usize,
@@ -117,8 +126,12 @@ impl Write for &Buffer {
         lines.extend_from_slice(line);
         let quarter = buffer.capacity / 4;
         let crossed = before < quarter && lines.len() >= quarter;
+        let sleeping = before == 0 && buffer.asleep.load(Ordering::Relaxed);
+        if sleeping {
+            buffer.asleep.store(false, Ordering::Relaxed);
+        }
         drop(lines);
-        if crossed {
+        if crossed || sleeping {
             buffer.wake.notify_one();
         }
         Ok(line.len())
@@ -146,6 +159,7 @@ fn queued<W: Write + Send + 'static>(
     let buffer = Arc::new(Buffer {
         lines: Mutex::new(Vec::with_capacity(capacity / 4)),
         wake: Condvar::new(),
+        asleep: AtomicBool::new(false),
         closing: AtomicBool::new(false),
         dropped: AtomicUsize::new(0),
         capacity,
@@ -163,24 +177,40 @@ fn queued<W: Write + Send + 'static>(
     ))
 }
 
-/// The writer thread: every interval (or when woken), swap the buffer for an empty one
-/// and write what was in it with one call; after `closing`, write the rest and stop.
+/// The writer thread: sleep until a line arrives, let lines gather for
+/// [`LOG_FLUSH_INTERVAL`] (less once the buffer is a quarter full), swap the buffer for
+/// an empty one and write what was in it with one call; after `closing`, write the rest
+/// and stop.
 fn write_out<W: Write>(buffer: &Buffer, mut out: W) {
     let mut spare = Vec::with_capacity(buffer.capacity / 4);
+    let quarter = buffer.capacity / 4;
+    let closed = || buffer.closing.load(Ordering::Acquire);
     loop {
         let closing = {
-            let lines = buffer.lines.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut lines = if lines.is_empty() && !buffer.closing.load(Ordering::Acquire) {
-                buffer
+            let mut lines = buffer.lines.lock().unwrap_or_else(PoisonError::into_inner);
+            // Nothing to write: sleep, without a timeout, until a line or the end.
+            while lines.is_empty() && !closed() {
+                buffer.asleep.store(true, Ordering::Relaxed);
+                lines = buffer
                     .wake
-                    .wait_timeout(lines, LOG_FLUSH_INTERVAL)
+                    .wait(lines)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            buffer.asleep.store(false, Ordering::Relaxed);
+            let due = Instant::now() + LOG_FLUSH_INTERVAL;
+            while lines.len() < quarter && !closed() {
+                let left = due.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                lines = buffer
+                    .wake
+                    .wait_timeout(lines, left)
                     .unwrap_or_else(PoisonError::into_inner)
-                    .0
-            } else {
-                lines
-            };
+                    .0;
+            }
             std::mem::swap(&mut *lines, &mut spare);
-            buffer.closing.load(Ordering::Acquire)
+            closed()
         };
         if !spare.is_empty() {
             // Nowhere to report a failing stderr; the lines are lost either way.
@@ -218,7 +248,14 @@ impl LogGuard {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        self.buffer.closing.store(true, Ordering::Release);
+        {
+            let _lines = self
+                .buffer
+                .lines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.buffer.closing.store(true, Ordering::Release);
+        }
         self.buffer.wake.notify_one();
         // Write out what is buffered first, so the count comes after the last line.
         if let Some(writer) = self.writer.take() {
@@ -401,6 +438,68 @@ mod tests {
             "line 0, then the 49 buffered meanwhile in one write"
         );
         assert_eq!(writes[1].iter().filter(|&&b| b == b'\n').count(), 49);
+    }
+
+    /// A sink that sends each write on a channel.
+    struct Told(mpsc::Sender<Vec<u8>>);
+
+    impl Write for Told {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.send(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A queue whose writer has nothing to write and sleeps, and the channel of its
+    /// writes.
+    fn sleeping() -> (Queue, LogGuard, mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel();
+        let (queue, guard) = queued(Told(tx), 1024).unwrap();
+        until_asleep(&queue);
+        (queue, guard, rx)
+    }
+
+    /// Until the writer sleeps: it sets `asleep` just before it waits, with the lock
+    /// held, so once the lock is free with the flag set, it waits.
+    fn until_asleep(queue: &Queue) {
+        let deadline = Instant::now() + NEVER;
+        while !{
+            let _lines = queue.0.lines.lock().unwrap();
+            queue.0.asleep.load(Ordering::Relaxed)
+        } {
+            assert!(Instant::now() < deadline, "the writer never went to sleep");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Far longer than the writer takes; only a writer that never wakes waits this long.
+    const NEVER: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_line_wakes_the_sleeping_writer() {
+        let (mut queue, guard, rx) = sleeping();
+        queue.write_all(b"wake up\n").unwrap();
+        assert_eq!(rx.recv_timeout(NEVER).unwrap(), b"wake up\n");
+        // And it sleeps again, then wakes for the next line.
+        until_asleep(&queue);
+        queue.write_all(b"again\n").unwrap();
+        assert_eq!(rx.recv_timeout(NEVER).unwrap(), b"again\n");
+        drop(guard);
+    }
+
+    #[test]
+    fn dropping_the_guard_wakes_the_sleeping_writer_and_ends_it() {
+        let (_queue, guard, _rx) = sleeping();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = done_tx.send(());
+        });
+        done.recv_timeout(NEVER)
+            .expect("the writer thread did not end when the guard was dropped");
     }
 
     #[test]
