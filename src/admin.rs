@@ -111,9 +111,8 @@ pub struct Admin {
 impl Admin {
     /// Bind `addr`.
     pub async fn bind(addr: SocketAddr) -> Result<Self, AdminError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|error| AdminError { addr, error })?;
+        let listener =
+            crate::listener::bind_tcp(addr).map_err(|error| AdminError { addr, error })?;
         let addr = listener
             .local_addr()
             .map_err(|error| AdminError { addr, error })?;

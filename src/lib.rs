@@ -49,8 +49,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-
 use crate::admin::{Admin, AdminError, AdminState};
 use crate::dcos::config::{ClusterConfig, ConfigError};
 use crate::guard::Guard;
@@ -225,8 +223,7 @@ impl Proxy {
         let (listener, local_addr) = match &settings.listen {
             ListenAddr::Tcp(addr) => {
                 let addr = *addr;
-                let listener = TcpListener::bind(addr)
-                    .await
+                let listener = crate::listener::bind_tcp(addr)
                     .map_err(|error| StartError::Bind { addr, error })?;
                 let local = listener
                     .local_addr()
