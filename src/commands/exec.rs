@@ -58,10 +58,8 @@ pub fn run(
     };
     let follow = Follow::new(&settings, env);
     // Its workers serve connections too: the same turns as the serving threads'.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .on_thread_park(dcos_token_proxy::server::turn::park)
-        .on_thread_unpark(dcos_token_proxy::server::turn::unpark)
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let runtime = dcos_token_proxy::server::turn::hooks(builder.enable_all())
         .build()
         .context("cannot start the async runtime")?;
     let status = runtime.block_on(async {

@@ -106,13 +106,16 @@ pub fn answered() {
     THIS_THREAD.with(|t| t.answered(Instant::now, std::thread::yield_now));
 }
 
+/// Install the park hooks ([`park`], [`unpark`]) on a runtime whose threads serve
+/// connections.
+pub fn hooks(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    builder.on_thread_park(park).on_thread_unpark(unpark)
+}
+
 /// A runtime for a serving thread: current-thread, with the park hooks.
 pub fn runtime() -> tokio::runtime::Builder {
     let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder
-        .enable_all()
-        .on_thread_park(park)
-        .on_thread_unpark(unpark);
+    hooks(builder.enable_all());
     builder
 }
 
